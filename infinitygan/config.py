@@ -1,0 +1,113 @@
+"""Generator configuration: a dataclass stored inside every checkpoint, plus the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+Upsampler = Literal["transposed", "haar"]
+UPSAMPLERS: tuple[str, ...] = ("transposed", "haar")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that determines a generator's architecture (and so the geometry of its world).
+
+    global_dim: size of the global latent z_g (G_S modulation input and mapping-network input).
+    w_dim: size of the mapped style w that modulates G_T.
+    mapping_layers: depth of the mapping MLP.
+    local_dim: channels of the local latent grid z_l (one vector per latent cell).
+    structure_width: channels of G_S's hidden layers and of its output z_S.
+    structure_blocks, structure_kernel: G_S is this many valid kernel x kernel modulated convs; each eats
+        kernel // 2 latent cells per side.
+    texture_widths: G_T channels after each upsampling stage; the number of stages k sets the latent cell size to 2^k
+        pixels.
+    upsampler: "transposed" (InfinityGAN: transposed conv, crop, blur) or "haar" (inverse wavelet, no margin).
+    coord_period_cells: horizontal period of the (cos, sin) coordinate channels, in latent cells.
+    vertical_gain: pre-tanh slope of the vertical coordinate per latent cell away from the horizon.
+    """
+
+    preset: str
+    global_dim: int
+    w_dim: int
+    mapping_layers: int
+    local_dim: int
+    structure_width: int
+    texture_widths: tuple[int, ...]
+    upsampler: Upsampler = "transposed"
+    structure_blocks: int = 4
+    structure_kernel: int = 7
+    coord_period_cells: int = 139
+    vertical_gain: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
+        if self.structure_kernel % 2 == 0:
+            raise ValueError("structure_kernel must be odd so margins are symmetric")
+        if not self.texture_widths:
+            raise ValueError("texture_widths needs at least one stage")
+        object.__setattr__(self, "texture_widths", tuple(int(w) for w in self.texture_widths))
+
+    @property
+    def stages(self) -> int:
+        return len(self.texture_widths)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GeneratorConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator config fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def with_upsampler(self, upsampler: Upsampler) -> GeneratorConfig:
+        return dataclasses.replace(self, upsampler=upsampler)
+
+
+PRESETS: dict[str, GeneratorConfig] = {
+    # Tests: < 100k parameters, same geometry as the real models.
+    "tiny": GeneratorConfig(
+        preset="tiny",
+        global_dim=32,
+        w_dim=32,
+        mapping_layers=2,
+        local_dim=8,
+        structure_width=12,
+        texture_widths=(16, 16, 16, 8),
+    ),
+    # CPU serving: at most ~5 GFLOP per 256x256 tile (bench/bench_generator.py counts it).
+    "small": GeneratorConfig(
+        preset="small",
+        global_dim=128,
+        w_dim=128,
+        mapping_layers=4,
+        local_dim=32,
+        structure_width=48,
+        texture_widths=(64, 64, 48, 32),
+    ),
+    # GPU training.
+    "base": GeneratorConfig(
+        preset="base",
+        global_dim=512,
+        w_dim=512,
+        mapping_layers=8,
+        local_dim=128,
+        structure_width=256,
+        texture_widths=(256, 256, 128, 64),
+    ),
+}
+
+
+def preset_config(name: str, upsampler: Upsampler | None = None) -> GeneratorConfig:
+    try:
+        config = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return config.with_upsampler(upsampler) if upsampler else config

@@ -1,0 +1,162 @@
+"""InfinityGAN generator: structure synthesizer G_S + padding-free texture synthesizer G_T.
+
+The generator is a pure function of explicit inputs (local latents, coordinates, styles, noise images). Where those
+inputs come from (the world's coordinate hash, a training batch, an inversion) is decided by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from infinitygan.config import GeneratorConfig, preset_config
+from infinitygan.geometry import Geometry
+from infinitygan.layers import (
+    HaarSkipUpsample,
+    HaarUpsampleConv,
+    MappingNetwork,
+    ModulatedConv2d,
+    StyledLayer,
+    ToRGB,
+    TransposedSkipUpsample,
+    TransposedUpsampleConv,
+    center_crop,
+)
+
+
+@dataclass
+class WindowInputs:
+    """Everything random a z_S window needs, already cut to that window.
+
+    local_latents: (B, local_dim, n_h + 2m, n_w + 2m) z_l, with m = geometry.structure_margin.
+    coords: (B or 1, 3, same H, same W) coordinate channels aligned with local_latents.
+    noises: one (B or 1, 1, H_l, W_l) image per G_T layer, sized by geometry.layer_sizes.
+    """
+
+    local_latents: torch.Tensor
+    coords: torch.Tensor
+    noises: list[torch.Tensor]
+
+
+class StructureSynthesizer(nn.Module):
+    """G_S: valid modulated convs over [z_l, coordinates], coordinates re-concatenated (centre-cropped) at every
+    block, modulated by the raw global latent. Output z_S is 2 * margin cells smaller per axis than z_l."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        channels = [config.local_dim] + [config.structure_width] * config.structure_blocks
+        self.blocks = nn.ModuleList(
+            StyledLayer(
+                ModulatedConv2d(channels[i] + 3, channels[i + 1], config.structure_kernel, config.global_dim),
+                channels[i + 1],
+                use_noise=False,
+            )
+            for i in range(config.structure_blocks)
+        )
+
+    def forward(self, local_latents: torch.Tensor, coords: torch.Tensor, global_style: torch.Tensor) -> torch.Tensor:
+        x = local_latents
+        for block in self.blocks:
+            c = center_crop(coords, *x.shape[-2:]).expand(x.shape[0], -1, -1, -1)
+            style = global_style if global_style.dim() == 2 else center_crop(global_style, *x.shape[-2:])
+            x = block(torch.cat([x, c], dim=1), style)
+        return x
+
+
+class TextureStage(nn.Module):
+    """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, upsampler: str) -> None:
+        super().__init__()
+        up_conv = (TransposedUpsampleConv if upsampler == "transposed" else HaarUpsampleConv)(
+            in_channels, out_channels, w_dim
+        )
+        self.up = StyledLayer(up_conv, out_channels)
+        self.conv = StyledLayer(ModulatedConv2d(out_channels, out_channels, 3, w_dim), out_channels)
+        self.to_rgb = ToRGB(out_channels, w_dim)
+
+
+class TextureSynthesizer(nn.Module):
+    """G_T: a padding-free StyleGAN2 synthesis network fed z_S instead of a constant, with ToRGB skips."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        widths = [config.structure_width, *config.texture_widths]
+        self.stages = nn.ModuleList(
+            TextureStage(widths[i], widths[i + 1], config.w_dim, config.upsampler) for i in range(config.stages)
+        )
+        self.skip_upsample = TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample()
+
+    @property
+    def num_styles(self) -> int:
+        # Two convs per stage, and the last ToRGB takes one more (StyleGAN2: ToRGB uses the next conv's w).
+        return 2 * len(self.stages) + 1
+
+    def forward(self, z_s: torch.Tensor, styles: Sequence[torch.Tensor], noises: Sequence[torch.Tensor]):
+        if len(styles) != self.num_styles or len(noises) != 2 * len(self.stages):
+            raise ValueError(f"G_T needs {self.num_styles} styles and {2 * len(self.stages)} noise images")
+        x, rgb = z_s, None
+        for i, stage in enumerate(self.stages):
+            x = stage.up(x, _fit(styles[2 * i], x), noises[2 * i])
+            x = stage.conv(x, _fit(styles[2 * i + 1], x), noises[2 * i + 1])
+            stage_rgb = stage.to_rgb(x, _fit(styles[2 * i + 2], x))
+            rgb = stage_rgb if rgb is None else stage_rgb + center_crop(self.skip_upsample(rgb), *x.shape[-2:])
+        return rgb
+
+
+def _fit(style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A style map is given on the finest grid it will be used at; crop it to this layer's input."""
+    return style if style.dim() == 2 else center_crop(style, *x.shape[-2:])
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.geometry = Geometry.of(config)
+        self.mapping = MappingNetwork(config.global_dim, config.w_dim, config.mapping_layers)
+        self.structure = StructureSynthesizer(config)
+        self.texture = TextureSynthesizer(config)
+
+    @property
+    def num_styles(self) -> int:
+        return self.texture.num_styles
+
+    def texture_styles(
+        self,
+        z_global: torch.Tensor,
+        *,
+        psi: float = 1.0,
+        z_mix: torch.Tensor | None = None,
+        mix_from: int | None = None,
+    ) -> torch.Tensor:
+        """(B, num_styles, w_dim): mapped, truncated w per G_T layer; layers >= mix_from take z_mix's w."""
+        w = self.mapping.truncate(self.mapping(z_global), psi)
+        styles = w[:, None, :].repeat(1, self.num_styles, 1)
+        if z_mix is not None:
+            cut = self.num_styles // 2 if mix_from is None else mix_from
+            styles[:, cut:] = self.mapping.truncate(self.mapping(z_mix), psi)[:, None, :]
+        return styles
+
+    def forward(self, inputs: WindowInputs, structure_style: torch.Tensor, texture_styles) -> torch.Tensor:
+        """Image in [-1, 1]-ish, (B, 3, S, S) with S = geometry.texture_size(n) for an n-cell z_S window."""
+        z_s = self.structure(inputs.local_latents, inputs.coords, structure_style)
+        styles = list(texture_styles.unbind(1)) if isinstance(texture_styles, torch.Tensor) else texture_styles
+        return self.texture(z_s, styles, inputs.noises)
+
+
+def build_generator(preset_or_config: str | GeneratorConfig, *, init_seed: int = 0, upsampler=None) -> Generator:
+    """A freshly initialised generator; the same init_seed always gives the same weights."""
+    config = preset_or_config if isinstance(preset_or_config, GeneratorConfig) else preset_config(preset_or_config)
+    if upsampler:
+        config = config.with_upsampler(upsampler)
+    rng_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(init_seed)
+        generator = Generator(config)
+    finally:
+        torch.random.set_rng_state(rng_state)
+    return generator.eval()

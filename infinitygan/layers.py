@@ -1,0 +1,268 @@
+"""StyleGAN2 layer vocabulary, padding-free.
+
+Every convolution here is *valid* (no padding): a feature at any location depends only on inputs that exist in every
+window containing it, which is what lets independently rendered windows of the world agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infinitygan.wavelets import haar_iwt
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+DEMOD_EPS = 1e-8
+
+
+def scaled_leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU times sqrt(2), so activations keep unit variance through the stack."""
+    return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+
+
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crop equal margins from both sides; the margins must be whole pixels."""
+    dh, dw = x.shape[-2] - height, x.shape[-1] - width
+    if dh < 0 or dw < 0 or dh % 2 or dw % 2:
+        raise ValueError(f"cannot centre-crop {tuple(x.shape[-2:])} to {(height, width)}")
+    return x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate: N(0, 1) weights scaled by lr_mul / sqrt(fan_in) at run time."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight * self.weight_gain, self.bias * self.lr_mul)
+        return scaled_leaky_relu(out) if self.activation else out
+
+
+class EqualConv2d(nn.Module):
+    """Plain valid convolution with equalized learning rate (used by the discriminator)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias, stride=self.stride)
+
+
+class BiasedActivation(nn.Module):
+    """Per-channel bias then scaled leaky ReLU (StyleGAN2's FusedLeakyReLU)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return scaled_leaky_relu(x + self.bias.view(1, -1, 1, 1))
+
+
+class MappingNetwork(nn.Module):
+    """z -> PixelNorm -> MLP (lr multiplier 0.01) -> w, with a tracked average w for truncation."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int, *, lr_mul: float = 0.01) -> None:
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.norm = PixelNorm()
+        self.layers = nn.ModuleList(
+            EqualLinear(dims[i], dims[i + 1], lr_mul=lr_mul, activation=True) for i in range(num_layers)
+        )
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.norm(z)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def track_average(self, w: torch.Tensor, beta: float = 0.995) -> None:
+        self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, beta))
+
+    def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
+        return self.w_avg.lerp(w, psi) if psi != 1.0 else w
+
+
+class StyleAffine(nn.Module):
+    """A(w): the per-channel style of a modulated conv, bias initialised to 1.
+
+    Accepts a style vector (B, D) or a per-location style map (B, D, H, W) (spatial style fusion); returns
+    (B, C, 1, 1) or (B, C, H, W) so it broadcasts against the features either way.
+    """
+
+    def __init__(self, style_dim: int, channels: int) -> None:
+        super().__init__()
+        self.linear = EqualLinear(style_dim, channels, bias_init=1.0)
+
+    def forward(self, style: torch.Tensor) -> torch.Tensor:
+        if style.dim() == 2:
+            return self.linear(style)[:, :, None, None]
+        return self.linear(style.movedim(1, -1)).movedim(-1, 1)
+
+
+class ModulatedConv2d(nn.Module):
+    """Modulated (and optionally demodulated) valid convolution, in the x*s -> conv(W) -> *d form.
+
+    This form is equivalent to StyleGAN2's per-sample weights, but also takes a per-location style map and exports
+    with a dynamic batch. A style map must match the input's spatial size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, *, demodulate=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.affine = StyleAffine(style_dim, in_channels)
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+
+    def scaled_weight(self) -> torch.Tensor:
+        return self.weight * self.weight_gain
+
+    def demodulation(self, s: torch.Tensor, weight: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """1 / sqrt(sum_{i,k} (s_i w_oik)^2 + eps), per sample (vector style) or per output location (style map)."""
+        energy = weight.pow(2).sum(dim=(2, 3))  # (O, I)
+        if s.shape[-2:] == (1, 1):
+            return torch.rsqrt(s.flatten(1).pow(2) @ energy.t() + DEMOD_EPS)[:, :, None, None]
+        per_location = F.conv2d(s.pow(2), energy[:, :, None, None])
+        return torch.rsqrt(center_crop(per_location, *out_hw) + DEMOD_EPS)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.affine(style)
+        weight = self.scaled_weight()
+        out = F.conv2d(x * s, weight)
+        if self.demodulate:
+            out = out * self.demodulation(s, weight, out.shape[-2:])
+        return out
+
+
+class TransposedUpsampleConv(ModulatedConv2d):
+    """InfinityGAN's padding-free upsampling: modulated 3x3 transposed conv, stride 2 (H -> 2H+1), crop the
+    outermost pixel on each side (it lacks one of its inputs: keeping it breaks tiling), then a valid [1,2,1]^2 blur.
+    H -> 2H - 3.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int) -> None:
+        super().__init__(in_channels, out_channels, 3, style_dim)
+        self.register_buffer("blur_kernel", _binomial_kernel(out_channels), persistent=False)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.affine(style)
+        weight = self.scaled_weight()
+        out = F.conv_transpose2d(x * s, weight.transpose(0, 1), stride=2)[..., 1:-1, 1:-1]
+        out = F.conv2d(out, self.blur_kernel, groups=out.shape[1])
+        d = self.demodulation(s, weight, s.shape[-2:])
+        if d.shape[-2:] != (1, 1):
+            # Output pixel o sits on input location (o + 1) // 2: give it that location's demodulation (nearest),
+            # which keeps a style map crop-consistent.
+            h, w = out.shape[-2:]
+            d = d.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., 1 : 1 + h, 1 : 1 + w]
+        return out * d
+
+
+class HaarUpsampleConv(nn.Module):
+    """MobileStyleGAN-style upsampling: a modulated 1x1 conv predicts the four Haar bands of each output channel and
+    the inverse Haar transform doubles the resolution. Consumes no margin: H -> 2H.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, 4 * out_channels, 1, style_dim)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return haar_iwt(self.conv(x, style))
+
+
+class NoiseInjection(nn.Module):
+    """Adds a per-pixel noise image times a learned strength (initialised to 0, as in StyleGAN2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.strength * noise
+
+
+class StyledLayer(nn.Module):
+    """conv -> noise -> bias + scaled leaky ReLU; `conv` is any modulated conv taking (x, style)."""
+
+    def __init__(self, conv: nn.Module, out_channels: int, *, use_noise: bool = True) -> None:
+        super().__init__()
+        self.conv = conv
+        self.noise = NoiseInjection() if use_noise else None
+        self.activation = BiasedActivation(out_channels)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv(x, style)
+        if self.noise is not None:
+            if noise is None:
+                raise ValueError("this layer injects noise: pass the noise image for its window")
+            x = self.noise(x, noise)
+        return self.activation(x)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation, plus bias."""
+
+    def __init__(self, in_channels: int, style_dim: int) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, style) + self.bias
+
+
+class TransposedSkipUpsample(nn.Module):
+    """Upsamples the RGB skip the same padding-free way as the features: linear-interpolating transposed conv
+    (H -> 2H+1), minus the invalid outer pixel (2H-1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        taps = torch.tensor([0.5, 1.0, 0.5])
+        self.register_buffer("kernel", torch.outer(taps, taps).expand(3, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(rgb, self.kernel, stride=2, groups=3)[..., 1:-1, 1:-1]
+
+
+class HaarSkipUpsample(nn.Module):
+    """Upsamples the RGB skip with the inverse Haar transform of its LL band alone (nearest neighbour, no margin)."""
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
+
+
+def _binomial_kernel(channels: int) -> torch.Tensor:
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    kernel = torch.outer(taps, taps)
+    return (kernel / kernel.sum()).expand(channels, 1, 3, 3).clone()

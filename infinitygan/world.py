@@ -1,0 +1,162 @@
+"""A world = (generator, seed, truncation psi, optional style-mixing seed), rendered by rectangles.
+
+Every render is assembled from fixed chunks of CHUNK_PX x CHUNK_PX world pixels aligned on a global grid, each
+computed with exactly the same tensor shapes. Any two renders of the same world therefore run identical arithmetic
+for every pixel they share: a 512x512 render is bit-identical to its four 256x256 quarters, and memory stays
+constant however large the region.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from infinitygan.coords import coordinate_grid
+from infinitygan.generator import Generator, WindowInputs
+from infinitygan.latents import (
+    STREAM_GLOBAL,
+    STREAM_LOCAL,
+    STREAM_MIXING,
+    STREAM_NOISE_BASE,
+    normal_grid,
+    normal_vector,
+)
+
+CHUNK_PX = 256
+COORD_LIMIT = 2**40  # |x|, |y| of every rendered pixel
+MAX_REGION_PIXELS = 2**27  # one render_region call (~400 MB of RGB)
+SEED_LIMIT = 2**63
+DEFAULT_PSI = 0.8
+
+
+class RegionError(ValueError):
+    """A requested region or world parameter is outside what can be rendered."""
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    seed: int
+    psi: float = DEFAULT_PSI
+    mix_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("seed", self.seed), ("mix_seed", self.mix_seed)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+                raise RegionError(f"{name} must be an integer in [0, 2**63), got {value!r}")
+        if not (isinstance(self.psi, int | float) and math.isfinite(self.psi) and -2.0 <= self.psi <= 2.0):
+            raise RegionError(f"psi must be a number in [-2, 2], got {self.psi!r}")
+
+
+class World:
+    def __init__(self, generator: Generator, spec: WorldSpec) -> None:
+        self.generator = generator.eval()
+        self.spec = spec
+        self.geometry = generator.geometry
+        config = generator.config
+        with torch.no_grad():
+            z_global = normal_vector(spec.seed, STREAM_GLOBAL, config.global_dim)[None]
+            z_mix = None
+            if spec.mix_seed is not None:
+                z_mix = normal_vector(spec.mix_seed, STREAM_MIXING, config.global_dim)[None]
+            self.texture_styles = generator.texture_styles(z_global, psi=spec.psi, z_mix=z_mix)
+            # G_S takes the raw z_g; truncating it toward its mean (0) keeps psi meaningful for the structure too.
+            self.structure_style = z_global * spec.psi
+        self._chunk_window = [self.geometry.window_for_span(0, CHUNK_PX)] * 2
+
+    # ---- inputs ----------------------------------------------------------------------------------------------------
+    def local_latents(self, row0: int, col0: int, height: int, width: int) -> torch.Tensor:
+        """(local_dim, height, width) z_l for global cells [row0, +height) x [col0, +width)."""
+        return normal_grid(self.spec.seed, STREAM_LOCAL, row0, col0, height, width, self.generator.config.local_dim)
+
+    def window_inputs(self, row0: int, col0: int, rows: int, cols: int) -> WindowInputs:
+        """Inputs of the z_S window of rows x cols cells whose top-left cell is (row0, col0)."""
+        geometry, config = self.geometry, self.generator.config
+        m = geometry.structure_margin
+        lrow0, lcol0 = row0 - m, col0 - m
+        lrows, lcols = geometry.local_cells(rows), geometry.local_cells(cols)
+        row_px = np.array([geometry.cell_center_px(r) for r in range(lrow0, lrow0 + lrows)])
+        col_cells = np.mod(np.arange(lcol0, lcol0 + lcols, dtype=np.int64), config.coord_period_cells)
+        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+        noises = [
+            normal_grid(
+                self.spec.seed,
+                STREAM_NOISE_BASE + layer,
+                geometry.layer_index_offset(layer, row0),
+                geometry.layer_index_offset(layer, col0),
+                sizes_h[layer],
+                sizes_w[layer],
+                1,
+            )[None]
+            for layer in range(len(sizes_h))
+        ]
+        return WindowInputs(
+            local_latents=self.local_latents(lrow0, lcol0, lrows, lcols)[None],
+            coords=coordinate_grid(row_px, col_cells, config)[None],
+            noises=noises,
+        )
+
+    # ---- rendering -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_window(self, row0: int, col0: int, rows: int, cols: int) -> torch.Tensor:
+        """(1, 3, H, W) float image of a z_S window."""
+        inputs = self.window_inputs(row0, col0, rows, cols)
+        return self.generator(inputs, self.structure_style, self.texture_styles)
+
+    def render_chunk(self, chunk_y: int, chunk_x: int) -> np.ndarray:
+        """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...)."""
+        wy, wx = self._chunk_window
+        cell = self.geometry.cell_px
+        # Chunk origins are multiples of CHUNK_PX (a multiple of cell_px), so every chunk uses the same window shape.
+        row0 = wy.start + chunk_y * (CHUNK_PX // cell)
+        col0 = wx.start + chunk_x * (CHUNK_PX // cell)
+        image = self.render_window(row0, col0, wy.cells, wx.cells)[0]
+        top, left = -wy.first_pixel, -wx.first_pixel
+        return to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [-1, 1] -> (H, W, 3) uint8, rounding to nearest."""
+    scaled = ((image.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return scaled.permute(1, 2, 0).contiguous().numpy()
+
+
+def validate_region(x: int, y: int, width: int, height: int) -> None:
+    for name, value in (("x", x), ("y", y), ("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise RegionError(f"{name} must be an integer, got {value!r}")
+    if width <= 0 or height <= 0:
+        raise RegionError(f"width and height must be positive, got {width}x{height}")
+    for name, lo, size in (("x", x, width), ("y", y, height)):
+        if lo < -COORD_LIMIT or lo + size > COORD_LIMIT:
+            raise RegionError(f"{name} range [{lo}, {lo + size}) exceeds the world limit of +-2**40 pixels")
+    if width * height > MAX_REGION_PIXELS:
+        raise RegionError(f"{width}x{height} is more than {MAX_REGION_PIXELS} pixels in one render")
+
+
+def region_chunks(x: int, y: int, width: int, height: int) -> Iterator[tuple[int, int]]:
+    """(chunk_y, chunk_x) of every chunk the rectangle touches, row by row."""
+    for cy in range(y // CHUNK_PX, (y + height - 1) // CHUNK_PX + 1):
+        for cx in range(x // CHUNK_PX, (x + width - 1) // CHUNK_PX + 1):
+            yield cy, cx
+
+
+def render_region(world: World, x: int, y: int, width: int, height: int, *, progress: bool = False) -> np.ndarray:
+    """uint8 (height, width, 3) of world pixels [x, x + width) x [y, y + height); y grows downward like image rows,
+    and world pixel row 0 is the horizon."""
+    validate_region(x, y, width, height)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    chunks = list(region_chunks(x, y, width, height))
+    for cy, cx in tqdm(chunks, desc="render", unit="chunk", disable=not progress or len(chunks) < 4):
+        chunk = world.render_chunk(cy, cx)
+        top, left = cy * CHUNK_PX, cx * CHUNK_PX
+        y0, y1 = max(y, top), min(y + height, top + CHUNK_PX)
+        x0, x1 = max(x, left), min(x + width, left + CHUNK_PX)
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = chunk[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
