@@ -78,19 +78,20 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_init]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_subcommands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infinitygan", description="Endless, reproducible InfinityGAN landscapes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
+    for add in [*SUBCOMMANDS, *extra_subcommands]:
         add(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, extra_subcommands: Sequence[Callable] = ()) -> int:
+    """Run one subcommand; `extra_subcommands` lets higher layers (the service) add theirs."""
     from infinitygan.checkpoint import CheckpointError
     from infinitygan.world import RegionError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(extra_subcommands).parse_args(argv)
     try:
         args.handler(args)
     except (CLIError, CheckpointError, RegionError, ValueError, OSError) as exc:

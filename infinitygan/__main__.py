@@ -1,0 +1,5 @@
+import sys
+
+from infinitygan.cli import main
+
+sys.exit(main())
