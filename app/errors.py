@@ -1,0 +1,44 @@
+"""Domain exception -> HTTP status, in one table; every error body is JSON {"detail": ...}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from infinitygan.world import RegionError
+from tiles.errors import RenderQueueFull, TileOutOfBounds, UnknownWorld, WorldStoreUnavailable, ZoomOutOfRange
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[type[Exception], int] = {
+    ZoomOutOfRange: 404,
+    UnknownWorld: 404,
+    TileOutOfBounds: 400,
+    RegionError: 422,  # world parameters (seed, psi) the model cannot use
+    RenderQueueFull: 503,
+    WorldStoreUnavailable: 503,
+}
+RETRY_AFTER_S = 2
+
+
+def _handler(status: int):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        headers = {}
+        if status == 503:
+            headers["Retry-After"] = str(getattr(exc, "retry_after_s", None) or RETRY_AFTER_S)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    return handle
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500, headers={"Cache-Control": "no-store"})
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    for exc_type, status in ERROR_STATUS.items():
+        app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(Exception, _unexpected)

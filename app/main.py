@@ -1,0 +1,54 @@
+"""The FastAPI app factory: `create_app(settings)`; resources open in the lifespan handler, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from app.errors import add_exception_handlers
+from app.middleware import ResponseHeadersMiddleware
+from app.resources import open_resources
+from app.routes import demo, meta, tiles, worlds
+from app.routes.demo import STATIC_DIR
+from app.settings import Settings
+
+
+def leaflet_dir() -> str:
+    import xstatic.pkg.leaflet
+
+    return xstatic.pkg.leaflet.BASE_DIR
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(
+        title="InfinityGAN landscapes",
+        description="An endless, reproducible landscape served as slippy-map tiles (Leaflet CRS.Simple).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    add_exception_handlers(app)
+    # Tiles are read from other origins (Leaflet with crossOrigin, canvas read-back); writes stay same-origin.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], expose_headers=["X-Cache", "ETag"])
+    app.add_middleware(ResponseHeadersMiddleware, error_max_age_s=settings.error_max_age_s)
+    for module in (tiles, worlds, meta, demo):
+        app.include_router(module.router)
+    app.mount("/vendor/leaflet", StaticFiles(directory=leaflet_dir()), name="leaflet")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for `uvicorn --factory` (and `infinitygan serve`): settings come from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,70 @@
+"""Everything the app holds open while it runs, built in the lifespan handler and closed after it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from app.settings import Settings
+from infinitygan.checkpoint import load_generator
+from tiles.cache import TileCache
+from tiles.embedded_redis import EmbeddedRedis
+from tiles.geometry import TileGrid
+from tiles.metrics import TileMetrics
+from tiles.redis_link import RedisLink, connect
+from tiles.renderer import TileRenderer
+from tiles.scheduler import RenderScheduler
+from tiles.service import TileService
+from tiles.worlds import WorldRecord, WorldRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    tiles: TileService
+    worlds: WorldRegistry
+    metrics: TileMetrics
+    link: RedisLink
+    redis_embedded: bool
+    cache_warning: str | None
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        generator = await asyncio.to_thread(load_generator, settings.model)
+        renderer = TileRenderer(generator)
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded = EmbeddedRedis(
+                maxmemory=settings.embedded_redis_maxmemory, data_dir=settings.embedded_redis_data_dir
+            )
+            await asyncio.to_thread(embedded.start)
+            stack.callback(embedded.stop)
+            redis_url = embedded.url
+        link = RedisLink(connect(redis_url))
+        stack.push_async_callback(link.close)
+        scheduler = RenderScheduler(settings.render_threads, settings.max_pending_renders, settings.torch_threads)
+        stack.callback(scheduler.shutdown)
+        metrics = TileMetrics()
+        cache = TileCache(link)
+        grid = TileGrid(settings.native_zoom, settings.zoom_out_levels)
+        default_world = WorldRecord.create(renderer.model_hash, settings.default_seed, settings.default_psi)
+        warning = await cache.check_eviction_policy()
+        if warning:
+            log.warning(warning)
+        log.info("model %s, redis %s", renderer.model_hash, "embedded" if settings.redis_url is None else "external")
+        yield Resources(
+            settings=settings,
+            tiles=TileService(renderer, cache, scheduler, grid, metrics),
+            worlds=WorldRegistry(link, renderer.model_hash, default_world),
+            metrics=metrics,
+            link=link,
+            redis_embedded=settings.redis_url is None,
+            cache_warning=warning,
+        )

@@ -1,0 +1,48 @@
+"""PNG tiles of the default world and of created worlds."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.dependencies import DefaultWorldDep, ResourcesDep, TileDep, WorldDep
+from tiles.service import Tile
+
+router = APIRouter(tags=["tiles"])
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "256x256 PNG"}, 304: {"description": "unchanged"}}
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
+    headers = {
+        "ETag": tile.etag,
+        "Cache-Control": cache_control,
+        "X-Cache": "HIT" if tile.cache_hit else "MISS",
+        "Server-Timing": f"tile;dur={tile.seconds * 1000:.1f}",
+    }
+    if etag_matches(request.headers.get("if-none-match"), tile.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(content=tile.png, media_type="image/png", headers=headers)
+
+
+@router.get("/worlds/{world}/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
+    """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
+    return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
+
+
+@router.get("/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+async def default_world_tile(
+    request: Request, world: DefaultWorldDep, tile: TileDep, resources: ResourcesDep
+) -> Response:
+    """A tile of the server's default world. This URL names no model, so it is cached for a bounded time (a new model
+    changes it); the TileJSON points clients at the immutable /worlds/{id}/... URL instead."""
+    max_age = resources.settings.default_world_max_age_s
+    return tile_response(request, await resources.tiles.tile(world, tile), f"public, max-age={max_age}")

@@ -1,0 +1,67 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from infinitygan.world import DEFAULT_PSI, SEED_LIMIT
+
+
+class WorldCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: StrictInt = Field(ge=0, lt=SEED_LIMIT, description="world seed, as in `infinitygan render --seed`")
+    psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation psi")
+
+
+class World(BaseModel):
+    id: str
+    seed: int
+    psi: float
+    model_hash: str
+    tiles: str = Field(description="tile URL template")
+    tilejson: str
+
+
+class TileJSON(BaseModel):
+    """TileJSON 3.0.0 plus keys for a non-geographic world (allowed by the spec)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    tilejson: Literal["3.0.0"] = "3.0.0"
+    tiles: list[str]
+    name: str
+    description: str
+    version: str
+    scheme: Literal["xyz"] = "xyz"
+    minzoom: int
+    maxzoom: int
+    attribution: str = ""
+    tile_size: int = Field(alias="tileSize")
+    native_zoom: int = Field(alias="nativeZoom", description="zoom at which one tile pixel is one world pixel")
+    max_display_zoom: int = Field(alias="maxDisplayZoom", description="deepest zoom clients should scale up to")
+    crs: Literal["simple"] = Field("simple", description="Leaflet L.CRS.Simple: pixel = (lng, -lat) * 2**zoom")
+    coordinate_limit: int = Field(alias="coordinateLimit", description="|world pixel| limit")
+    world: World
+
+
+class RedisHealth(BaseModel):
+    status: Literal["up", "down"]
+    embedded: bool
+    error: str | None = None
+    warning: str | None = None
+
+
+class ModelHealth(BaseModel):
+    status: Literal["loaded"]
+    hash: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    model: ModelHealth
+    redis: RedisHealth
+    pending_renders: int
+    max_pending_renders: int

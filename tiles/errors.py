@@ -1,0 +1,31 @@
+"""Domain errors of the tile layer; app/errors.py maps each one to an HTTP status in a single table."""
+
+from __future__ import annotations
+
+
+class TileError(Exception):
+    """Base class: a tile request that cannot be served as asked."""
+
+
+class ZoomOutOfRange(TileError):
+    """The zoom level is not one this server renders (above native zoom Leaflet scales client-side)."""
+
+
+class TileOutOfBounds(TileError):
+    """The tile reaches past the world's coordinate limit."""
+
+
+class UnknownWorld(TileError):
+    """No world with this id exists (or it belongs to another model)."""
+
+
+class WorldStoreUnavailable(TileError):
+    """The world store (Redis) cannot be reached, so a world can be neither created nor looked up."""
+
+
+class RenderQueueFull(TileError):
+    """Too many tiles are waiting to be rendered; the client should retry later."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

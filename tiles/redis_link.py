@@ -1,0 +1,78 @@
+"""One Redis connection with failure tracking: callers get RedisUnavailable instead of a hang or a crash.
+
+After a failure the link stays "down" for a short cool-down and fails fast, so an outage costs each tile request
+microseconds rather than a connection timeout; the next call after the cool-down tries the server again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 0.5
+COMMAND_TIMEOUT_S = 2.0
+COOL_DOWN_S = 1.0
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached or refused the command."""
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S, health_check_interval=30
+    )
+
+
+class RedisLink:
+    def __init__(self, client: aioredis.Redis, *, cool_down_s: float = COOL_DOWN_S) -> None:
+        self.client = client
+        self.cool_down_s = cool_down_s
+        self.last_error: str | None = None
+        self._down_until = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.last_error is None
+
+    async def run(self, command: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        if self.last_error is not None and time.monotonic() < self._down_until:
+            raise RedisUnavailable(self.last_error)
+        try:
+            result = await command(self.client)
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            raise RedisUnavailable(self.last_error) from None
+        if self.last_error is not None:
+            log.warning("redis is reachable again")
+            self.last_error = None
+        return result
+
+    async def ping(self) -> bool:
+        """Always asks the server (ignores the cool-down): health checks must see recovery promptly."""
+        self._down_until = 0.0
+        try:
+            await self.run(lambda r: r.ping())
+        except RedisUnavailable:
+            return False
+        return True
+
+    def _mark_down(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        if self.last_error is None:
+            log.error("redis failed, serving without cache: %s", message)
+        self.last_error = message
+        self._down_until = time.monotonic() + self.cool_down_s
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.aclose()

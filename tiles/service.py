@@ -1,0 +1,158 @@
+"""The tile pipeline: cache lookup, then one render per tile across all callers and replicas, then cache write.
+
+Below the native zoom a tile is the 2x2 area-downsample of its four children, which come through this same
+pipeline, so zoom-out tiles reuse whatever children (and native tiles) are already cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tiles.cache import TileCache, tile_key
+from tiles.errors import RenderQueueFull
+from tiles.geometry import TileAddress, TileGrid
+from tiles.imaging import downsample_children
+from tiles.metrics import TileMetrics
+from tiles.renderer import TileRenderer
+from tiles.scheduler import RenderScheduler
+from tiles.singleflight import SingleFlight
+from tiles.worlds import WorldRecord
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOCK_TTL_MS = 30_000  # longer than any single render; an expired lock only costs a duplicate render
+LOCK_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Tile:
+    png: bytes
+    cache_hit: bool
+    seconds: float  # time this request spent producing the tile
+
+    @property
+    def etag(self) -> str:
+        return f'"{hashlib.sha256(self.png).hexdigest()[:32]}"'
+
+
+class TileService:
+    def __init__(
+        self,
+        renderer: TileRenderer,
+        cache: TileCache,
+        scheduler: RenderScheduler,
+        grid: TileGrid,
+        metrics: TileMetrics,
+        *,
+        lock_ttl_ms: int = LOCK_TTL_MS,
+        lock_poll_s: float = LOCK_POLL_S,
+    ) -> None:
+        self.renderer = renderer
+        self.cache = cache
+        self.scheduler = scheduler
+        self.grid = grid
+        self.metrics = metrics
+        self.lock_ttl_ms = lock_ttl_ms
+        self.lock_poll_s = lock_poll_s
+        self._flights: SingleFlight[bytes] = SingleFlight()
+
+    @property
+    def model_hash(self) -> str:
+        return self.renderer.model_hash
+
+    async def tile(self, world: WorldRecord, tile: TileAddress) -> Tile:
+        """The tile's PNG; raises ZoomOutOfRange, TileOutOfBounds or RenderQueueFull."""
+        self.grid.check(tile)
+        started = time.perf_counter()
+        key = tile_key(self.model_hash, world.id, tile)
+        png = await self._lookup(key)
+        hit = png is not None
+        if png is None:
+            png = await self._produce_admitted(world, tile, key)
+        self.metrics.served.labels(str(tile.z), "hit" if hit else "miss").inc()
+        return Tile(png=png, cache_hit=hit, seconds=time.perf_counter() - started)
+
+    async def _lookup(self, key: str) -> bytes | None:
+        png = await self.cache.get(key)
+        result = "hit" if png is not None else ("miss" if self.cache.link.up else "error")
+        self.metrics.cache_lookups.labels(result).inc()
+        self.metrics.redis_up.set(1 if self.cache.link.up else 0)
+        return png
+
+    async def _produce_admitted(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
+        if key in self._flights:  # joining a render already under way costs no extra work
+            return await self._flights.do(key, lambda: self._produce(world, tile, key))
+        try:
+            self.scheduler.admit()
+        except RenderQueueFull:
+            self.metrics.rejected.inc()
+            raise
+        self.metrics.pending.inc()
+        try:
+            return await self._flights.do(key, lambda: self._produce(world, tile, key))
+        finally:
+            self.scheduler.release()
+            self.metrics.pending.dec()
+
+    async def _tile_png(self, world: WorldRecord, tile: TileAddress) -> bytes:
+        """A child tile for a zoom-out render: cached or produced, without admission (its parent was admitted)."""
+        key = tile_key(self.model_hash, world.id, tile)
+        png = await self._lookup(key)
+        if png is None:
+            png = await self._flights.do(key, lambda: self._produce(world, tile, key))
+        return png
+
+    async def _produce(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
+        token = await self.cache.acquire_lock(key, self.lock_ttl_ms)
+        if token is None:
+            png = await self._wait_for_other_replica(key)
+            if png is not None:
+                return png
+            log.warning("lock on %s outlived %d ms; rendering it here", key, self.lock_ttl_ms)
+        try:
+            # The holder of the lock we just missed may have finished between our lookup and our lock.
+            png = await self.cache.get(key) if token is not None else None
+            if png is None:
+                png = await self._render(world, tile)
+                await self.cache.put(key, png)
+            return png
+        finally:
+            if token is not None:
+                await self.cache.release_lock(key, token)
+
+    async def _wait_for_other_replica(self, key: str) -> bytes | None:
+        deadline = time.monotonic() + self.lock_ttl_ms / 1000
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.lock_poll_s)
+            png = await self.cache.get(key)
+            if png is not None:
+                return png
+            if not self.cache.link.up:
+                return None  # Redis went away: nobody can hand us the tile, render it ourselves
+        return None
+
+    async def _render(self, world: WorldRecord, tile: TileAddress) -> bytes:
+        if tile.z == self.grid.native_zoom:
+            kind = "native"
+            png, seconds = await self.scheduler.run(_timed, self.renderer.render_native_png, world.spec, tile)
+        else:
+            kind = "zoomout"
+            children = await asyncio.gather(*(self._tile_png(world, child) for child in self.grid.children(tile)))
+            png, seconds = await self.scheduler.run(_timed, downsample_children, list(children))
+        self.metrics.render_seconds.labels(kind).observe(seconds)
+        self.metrics.renders.labels(kind).inc()
+        return png
+
+
+def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
+    """Runs in the render thread, so the time excludes waiting in the executor's queue."""
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started

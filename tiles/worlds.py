@@ -1,0 +1,95 @@
+"""Worlds the service knows: a seed and psi under a content-addressed id, persisted in Redis without a TTL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+from infinitygan.world import DEFAULT_PSI, WorldSpec
+from tiles.errors import UnknownWorld, WorldStoreUnavailable
+from tiles.redis_link import RedisLink, RedisUnavailable
+
+WORLD_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+WORLD_KEY_PREFIX = "world:"
+MEMO_SIZE = 4096
+
+
+def world_id(model_hash: str, seed: int, psi: float) -> str:
+    """Same model, seed and psi -> same id, so creating a world twice is harmless. The model hash is part of the id
+    because tile URLs under a world id are served as immutable: a different model must never reuse the URL."""
+    return hashlib.sha256(f"{model_hash}/{seed}/{float(psi)!r}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WorldRecord:
+    id: str
+    seed: int
+    psi: float
+    model_hash: str
+
+    @classmethod
+    def create(cls, model_hash: str, seed: int, psi: float = DEFAULT_PSI) -> WorldRecord:
+        WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
+        return cls(id=world_id(model_hash, seed, psi), seed=seed, psi=float(psi), model_hash=model_hash)
+
+    @property
+    def spec(self) -> WorldSpec:
+        return WorldSpec(seed=self.seed, psi=self.psi)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorldRecord:
+        data = json.loads(text)
+        return cls(id=data["id"], seed=int(data["seed"]), psi=float(data["psi"]), model_hash=data["model_hash"])
+
+
+class WorldRegistry:
+    """Creates and finds worlds. Keys have no TTL, so the tile cache's volatile-lru eviction never removes them.
+
+    Known worlds are memoised in process: once seen, a world keeps serving tiles even while Redis is down.
+    """
+
+    def __init__(self, link: RedisLink, model_hash: str, default: WorldRecord) -> None:
+        self.link = link
+        self.model_hash = model_hash
+        self.default = default
+        self._memo: OrderedDict[str, WorldRecord] = OrderedDict({default.id: default})
+
+    async def create(self, seed: int, psi: float = DEFAULT_PSI) -> WorldRecord:
+        record = WorldRecord.create(self.model_hash, seed, psi)
+        try:
+            await self.link.run(lambda r: r.set(WORLD_KEY_PREFIX + record.id, record.to_json()))
+        except RedisUnavailable as exc:
+            raise WorldStoreUnavailable(f"cannot persist the world: {exc}") from None
+        self._remember(record)
+        return record
+
+    async def get(self, id_: str) -> WorldRecord:
+        record = self._memo.get(id_)
+        if record is not None:
+            return record
+        if not WORLD_ID_PATTERN.fullmatch(id_):
+            raise UnknownWorld(f"unknown world {id_!r}")
+        try:
+            raw = await self.link.run(lambda r: r.get(WORLD_KEY_PREFIX + id_))
+        except RedisUnavailable as exc:
+            raise WorldStoreUnavailable(f"cannot look up world {id_}: {exc}") from None
+        if raw is None:
+            raise UnknownWorld(f"unknown world {id_!r}")
+        record = WorldRecord.from_json(raw)
+        if record.model_hash != self.model_hash:
+            raise UnknownWorld(f"world {id_} belongs to model {record.model_hash}; this server runs {self.model_hash}")
+        self._remember(record)
+        return record
+
+    def _remember(self, record: WorldRecord) -> None:
+        self._memo[record.id] = record
+        self._memo.move_to_end(record.id)
+        if len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
+        self._memo[self.default.id] = self.default
