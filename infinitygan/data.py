@@ -235,10 +235,13 @@ def _package_level_license(text: str) -> str:
     field = re.search(r"^License:[ \t]*(\S.*)$", text, re.MULTILINE | re.IGNORECASE)
     if field:
         return field.group(1).strip()
-    gpl = re.search(r"GNU (Lesser |Library )?General Public License,? (?:as published [^.]*?)?version (\d)", text)
-    if gpl:
-        later = "+" if re.search(r"any later version", text) else ""
-        return f"{'LGPL' if gpl.group(1) else 'GPL'}-{gpl.group(2)}{later}"
+    gpl = re.search(r"GNU (Lesser |Library )?General Public License", text)
+    # The version is stated in the sentence that names the licence, e.g. "... as published by the FSF; either
+    # version 2 of the License, or (at your option) any later version".
+    gpl_version = gpl and re.search(r"version (\d)", text[gpl.end() : gpl.end() + 300])
+    if gpl and gpl_version:
+        later = "+" if "any later version" in text[gpl.end() : gpl.end() + 400] else ""
+        return f"{'LGPL' if gpl.group(1) else 'GPL'}-{gpl_version.group(1)}{later}"
     creative_commons = re.search(r"\bCC[- ]BY(?:[- ](?:SA|NC|ND))*[- ]\d\.\d", text)
     if creative_commons:
         return re.sub(r"\s", "-", creative_commons.group(0))

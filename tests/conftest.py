@@ -6,6 +6,4 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "network: downloads from a package registry; runs only when RUN_NETWORK_TESTS=1"
-    )
+    config.addinivalue_line("markers", "network: downloads from a package registry; runs only when RUN_NETWORK_TESTS=1")

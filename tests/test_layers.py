@@ -1,0 +1,134 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infinitygan.layers import (
+    EqualLinear,
+    HaarSkipUpsample,
+    MappingNetwork,
+    ModulatedConv2d,
+    NoiseInjection,
+    TransposedUpsampleConv,
+    scaled_leaky_relu,
+)
+from infinitygan.wavelets import haar_dwt, haar_iwt
+
+
+def reference_modulated_conv(x, weight, s, demodulate):
+    """StyleGAN2's direct form: per-sample weights w'_oik = s_i w_oik, demodulated, as a grouped conv."""
+    b, c_in = s.shape
+    c_out, _, k, _ = weight.shape
+    w = weight[None] * s[:, None, :, None, None] / (c_in * k * k) ** 0.5
+    if demodulate:
+        w = w / torch.sqrt(w.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    out = F.conv2d(x.reshape(1, b * c_in, *x.shape[-2:]), w.reshape(b * c_out, c_in, k, k), groups=b)
+    return out.reshape(b, c_out, *out.shape[-2:])
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("kernel", [1, 3, 7])
+def test_modulated_conv_matches_direct_reference(demodulate, kernel):
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(5, 6, kernel, style_dim=4, demodulate=demodulate)
+    x, style = torch.randn(3, 5, 12, 12), torch.randn(3, 4)
+    s = conv.affine(style)[:, :, 0, 0]
+    expected = reference_modulated_conv(x, conv.weight, s, demodulate)
+    actual = conv(x, style)
+    assert actual.shape == (3, 6, 12 - kernel + 1, 12 - kernel + 1)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_constant_style_map_equals_style_vector():
+    torch.manual_seed(1)
+    for conv in (ModulatedConv2d(4, 5, 3, style_dim=6), TransposedUpsampleConv(4, 5, style_dim=6)):
+        x, style = torch.randn(2, 4, 9, 9), torch.randn(2, 6)
+        style_map = style[:, :, None, None].expand(-1, -1, 9, 9)
+        torch.testing.assert_close(conv(x, style_map), conv(x, style), rtol=1e-5, atol=1e-6)
+
+
+def test_style_map_modulates_per_location():
+    torch.manual_seed(2)
+    conv = ModulatedConv2d(4, 5, 3, style_dim=6)
+    x, a, b = torch.randn(1, 4, 20, 20), torch.randn(1, 6), torch.randn(1, 6)
+    style_map = torch.cat([a[:, :, None, None].expand(-1, -1, 20, 10), b[:, :, None, None].expand(-1, -1, 20, 10)], 3)
+    out = conv(x, style_map)
+    torch.testing.assert_close(out[..., :7], conv(x, a)[..., :7], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[..., 11:], conv(x, b)[..., 11:], rtol=1e-5, atol=1e-6)
+
+
+def test_transposed_upsample_is_valid_and_crop_consistent():
+    torch.manual_seed(3)
+    up = TransposedUpsampleConv(3, 4, style_dim=2)
+    x, style = torch.randn(1, 3, 10, 10), torch.randn(1, 2)
+    full = up(x, style)
+    assert full.shape[-1] == 2 * 10 - 3
+    # A window starting one input cell later yields the same pixels starting two output pixels later.
+    part = up(x[..., 1:, 1:], style)
+    torch.testing.assert_close(part, full[..., 2:, 2:], rtol=1e-5, atol=1e-6)
+
+
+def test_haar_round_trip_and_energy():
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 16, 12)
+    bands = haar_dwt(x)
+    assert bands.shape == (2, 12, 8, 6)
+    torch.testing.assert_close(haar_iwt(bands), x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(bands.pow(2).sum(), x.pow(2).sum(), rtol=1e-5, atol=0)  # orthonormal
+
+
+def test_haar_block_values_follow_the_documented_convention():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    ll, lh, hl, hh = haar_dwt(x).flatten().tolist()
+    assert (ll, lh, hl, hh) == pytest.approx(((1 + 2 + 3 + 4) / 2, (1 + 2 - 3 - 4) / 2, (1 - 2 + 3 - 4) / 2, 0.0))
+
+
+def test_iwt_of_crop_is_crop_of_iwt_exactly():
+    torch.manual_seed(5)
+    bands = torch.randn(1, 8, 9, 11)
+    full = haar_iwt(bands)
+    for top, left in [(0, 0), (1, 2), (3, 5)]:
+        crop = haar_iwt(bands[..., top : top + 5, left : left + 4])
+        assert torch.equal(crop, full[..., 2 * top : 2 * top + 10, 2 * left : 2 * left + 8])
+
+
+def test_dwt_of_odd_offset_crop_differs():
+    x = torch.randn(1, 1, 8, 8)
+    assert not torch.allclose(haar_dwt(x[..., 1:7, 1:7])[..., :1, :1], haar_dwt(x)[..., :1, :1])
+
+
+def test_haar_skip_upsample_is_nearest_neighbour():
+    x = torch.randn(1, 3, 4, 5)
+    torch.testing.assert_close(HaarSkipUpsample()(x), x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+
+
+def test_noise_injection_starts_at_zero_and_scales():
+    noise = NoiseInjection()
+    x, n = torch.randn(1, 4, 5, 5), torch.randn(1, 1, 5, 5)
+    assert torch.equal(noise(x, n), x)
+    with torch.no_grad():
+        noise.strength.fill_(0.5)
+    torch.testing.assert_close(noise(x, n), x + 0.5 * n)
+
+
+def test_equal_linear_runtime_scaling_and_lr_multiplier():
+    torch.manual_seed(6)
+    layer = EqualLinear(16, 8, lr_mul=0.01, bias_init=1.0)
+    x = torch.randn(4, 16)
+    expected = x @ (layer.weight * 0.01 / 4.0).t() + layer.bias * 0.01
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer.bias * 0.01, torch.ones(8))
+
+
+def test_scaled_leaky_relu_gain():
+    x = torch.tensor([-1.0, 2.0])
+    torch.testing.assert_close(scaled_leaky_relu(x), torch.tensor([-0.2, 2.0]) * 2**0.5)
+
+
+def test_mapping_truncation_moves_toward_tracked_average():
+    torch.manual_seed(7)
+    mapping = MappingNetwork(8, 8, num_layers=2)
+    w = mapping(torch.randn(64, 8))
+    mapping.track_average(w, beta=0.0)
+    torch.testing.assert_close(mapping.w_avg, w.mean(0))
+    torch.testing.assert_close(mapping.truncate(w, 0.0), mapping.w_avg.expand_as(w))
+    torch.testing.assert_close(mapping.truncate(w, 0.5), (w + mapping.w_avg) / 2)
