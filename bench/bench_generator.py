@@ -1,0 +1,79 @@
+"""Generator cost per 256x256 tile, for each preset and upsampler.
+
+Prints GFLOP per tile (counted by torch's FlopCounterMode over the convolutions and matmuls), ms per tile (median,
+batch 1, after warm-up), and achieved GFLOP/s as a ratio of the dense fp32 matmul peak measured in the same run.
+Then the peak RSS of an 8192x2048 CLI render (target: ~2 GB at most).
+
+    .venv/bin/python -m bench.bench_generator [--presets tiny small] [--repeats 5] [--skip-big-render]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.common import matmul_peak_gflops, median_ms, time_call
+from infinitygan import PRESETS, World, WorldSpec, build_generator, save_generator
+from infinitygan.config import UPSAMPLERS
+
+
+def tile_gflop(world: World) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        world.render_chunk(0, 0)
+    return counter.get_total_flops() / 1e9
+
+
+def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = save_generator(build_generator(preset), Path(tmp) / "model.safetensors")
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "infinitygan", "render", "--checkpoint", str(checkpoint), "--seed", "1",
+             "--x", "0", "--y", "-1024", "--width", str(width), "--height", str(height),
+             "--out", str(Path(tmp) / "big.png"), "--quiet"],
+            check=True,
+        )
+        seconds = time.perf_counter() - start
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"], choices=sorted(PRESETS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-big-render", action="store_true")
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peak = matmul_peak_gflops()
+    print(f"dense fp32 matmul peak: {peak:.1f} GFLOP/s\n")
+    print(f"{'preset':<7} {'upsampler':<11} {'params':>10} {'GFLOP/tile':>11} {'ms/tile':>9} {'GFLOP/s':>8} {'of peak':>8}")
+    for preset in args.presets:
+        for upsampler in UPSAMPLERS:
+            generator = build_generator(preset, upsampler=upsampler)
+            world = World(generator, WorldSpec(seed=1))
+            gflop = tile_gflop(world)
+            repeats = max(1, args.repeats // 3) if preset == "base" else args.repeats
+            ms = median_ms(time_call(lambda w=world: w.render_chunk(3, -2), repeats=repeats))
+            achieved = gflop / (ms / 1e3)
+            params = sum(p.numel() for p in generator.parameters())
+            print(
+                f"{preset:<7} {upsampler:<11} {params:>10,} {gflop:>11.2f} {ms:>9.1f} {achieved:>8.1f} "
+                f"{achieved / peak:>7.0%}"
+            )
+    if not args.skip_big_render:
+        rss_mb, seconds = big_render_rss("small", 8192, 2048)
+        print(f"\n8192x2048 render, small preset, CLI process: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
