@@ -1,16 +1,97 @@
 """The `infinitygan` console script: the model library's subcommands plus the service's (serve, seed).
 
 It lives in `app` so the model library never imports the server (layers: app -> tiles -> infinitygan).
+Service imports are lazy so `infinitygan render` does not pay for FastAPI and Redis.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from infinitygan import cli as model_cli
 
-SERVICE_SUBCOMMANDS: list = []
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    if args.workers > 1 and not os.environ.get("REDIS_URL"):
+        # Each worker would start its own embedded Redis: worlds created through one would be unknown to the others.
+        raise model_cli.CLIError("--workers > 1 needs a shared REDIS_URL")
+    if args.model:
+        os.environ["INFINITYGAN_MODEL"] = args.model  # workers are separate processes: pass settings by environment
+    uvicorn.run(
+        "app.main:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=True,
+    )
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the tile server (settings from the environment: REDIS_URL, INFINITYGAN_MODEL, INFINITYGAN_*)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (more than 1 needs REDIS_URL)")
+    p.add_argument("--model", default=None, help="generator checkpoint; overrides INFINITYGAN_MODEL")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _zoom_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"zoom must be Z or Z0-Z1, got {text!r}") from None
+
+
+def _cmd_seed(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from app.seeding import seed_tiles
+    from app.settings import Settings
+    from tiles.errors import TileError
+
+    settings = Settings()
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    if settings.redis_url is None:
+        raise model_cli.CLIError("seeding fills a shared cache: set REDIS_URL to the server's Redis")
+    x0, y0, x1, y1 = args.bbox
+    try:
+        count = asyncio.run(seed_tiles(settings, args.world, args.zoom, (x0, y0, x1, y1), progress=not args.quiet))
+    except TileError as exc:
+        raise model_cli.CLIError(str(exc)) from None
+    print(f"seeded {count} tiles", file=sys.stderr)
+
+
+def _add_seed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("seed", help="pre-render tiles of an area into the Redis cache (needs REDIS_URL)")
+    p.add_argument("--world", default="default", help="world id, or 'default' for the server's default world")
+    p.add_argument("--zoom", type=_zoom_range, required=True, help="zoom level Z or range Z0-Z1")
+    p.add_argument(
+        "--bbox",
+        type=model_cli._int,
+        nargs=4,
+        required=True,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="area in native world pixels, [X0, X1) x [Y0, Y1)",
+    )
+    p.add_argument("--model", default=None, help="generator checkpoint; overrides INFINITYGAN_MODEL")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_seed)
+
+
+SERVICE_SUBCOMMANDS: list = [_add_serve, _add_seed]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

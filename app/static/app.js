@@ -1,0 +1,102 @@
+// Demo viewer: Leaflet CRS.Simple over the tile service. State lives in the URL hash:
+// #world=<id>&z=<zoom>&x=<world px>&y=<world px>, with x/y the map centre in native world pixels.
+"use strict";
+
+const map = L.map("map", { crs: L.CRS.Simple, zoomControl: true, attributionControl: false });
+let layer = null;
+let tilejson = null;
+// Read by the browser test: how many tiles have loaded and failed since the page opened.
+window.tileStats = { loaded: 0, errors: 0 };
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const number = (key) => (params.has(key) && params.get(key) !== "" && isFinite(params.get(key)) ? Number(params.get(key)) : null);
+  return { world: params.get("world"), z: number("z"), x: number("x"), y: number("y") };
+}
+
+function writeHash() {
+  if (!tilejson) return;
+  const centre = map.project(map.getCenter(), tilejson.nativeZoom);
+  const params = new URLSearchParams({
+    world: tilejson.world.id, z: String(map.getZoom()), x: String(Math.round(centre.x)), y: String(Math.round(centre.y)),
+  });
+  history.replaceState(null, "", "#" + params.toString());
+}
+
+function showError(message) {
+  document.getElementById("error").textContent = message || "";
+}
+
+async function fetchJSON(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || response.statusText);
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return body;
+}
+
+async function openWorld(worldId, view) {
+  tilejson = await fetchJSON(worldId ? `/worlds/${encodeURIComponent(worldId)}/tilejson.json` : "/tilejson.json");
+  if (layer) map.removeLayer(layer);
+  map.setMinZoom(tilejson.minzoom);
+  map.setMaxZoom(tilejson.maxDisplayZoom);
+  layer = L.tileLayer(tilejson.tiles[0], {
+    tileSize: tilejson.tileSize,
+    minZoom: tilejson.minzoom,
+    maxZoom: tilejson.maxDisplayZoom,
+    minNativeZoom: tilejson.minzoom,
+    maxNativeZoom: tilejson.maxzoom, // above it Leaflet scales native tiles up client-side
+    noWrap: true,
+    crossOrigin: true,
+    keepBuffer: 2,
+  });
+  layer.on("tileload", () => { window.tileStats.loaded += 1; });
+  layer.on("tileerror", () => { window.tileStats.errors += 1; });
+  layer.addTo(map);
+  const zoom = view && view.z !== null ? Math.min(Math.max(view.z, tilejson.minzoom), tilejson.maxDisplayZoom)
+    : tilejson.nativeZoom - 1;
+  const x = view && view.x !== null ? view.x : 0;
+  const y = view && view.y !== null ? view.y : 0;
+  map.setView(map.unproject([x, y], tilejson.nativeZoom), zoom);
+  document.getElementById("seed").value = String(tilejson.world.seed);
+  document.getElementById("psi").value = String(tilejson.world.psi);
+  document.getElementById("world-info").textContent = `world ${tilejson.world.id} · model ${tilejson.world.model_hash}`;
+  showError("");
+  writeHash();
+}
+
+document.getElementById("world-picker").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const seed = document.getElementById("seed").value.trim();
+  const psi = Number(document.getElementById("psi").value);
+  if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
+  try {
+    // The seed goes into the JSON as typed: seeds beyond 2**53 would lose digits as a JS number.
+    const world = await fetchJSON("/worlds", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: `{"seed": ${seed}, "psi": ${psi}}`,
+    });
+    const centre = tilejson ? map.project(map.getCenter(), tilejson.nativeZoom) : { x: 0, y: 0 };
+    await openWorld(world.id, { z: map.getZoom(), x: Math.round(centre.x), y: Math.round(centre.y) });
+  } catch (error) {
+    showError(error.message);
+  }
+});
+
+map.on("moveend zoomend", writeHash);
+map.on("mousemove", (event) => {
+  if (!tilejson) return;
+  const p = map.project(event.latlng, tilejson.nativeZoom);
+  document.getElementById("readout").textContent = `x ${Math.floor(p.x)}, y ${Math.floor(p.y)} · zoom ${map.getZoom()}`;
+});
+window.addEventListener("hashchange", () => {
+  const view = readHash();
+  if (tilejson && view.world && view.world !== tilejson.world.id) openWorld(view.world, view).catch((e) => showError(e.message));
+});
+
+const initial = readHash();
+openWorld(initial.world, initial).catch((error) => {
+  showError(error.message);
+  if (initial.world) openWorld(null, null).catch((e) => showError(e.message)); // unknown world: fall back
+});

@@ -1,0 +1,170 @@
+"""Tiles over real HTTP from a real uvicorn server backed by a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from app.cli import main as cli_main
+from infinitygan.generator import Generator
+from infinitygan.world import DEFAULT_PSI, World, WorldSpec, render_region
+from tests.service.conftest import LiveServer, metric, renders
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def pixels(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def new_world(client: httpx.Client, seed: int, psi: float | None = None) -> str:
+    body = {"seed": seed} if psi is None else {"seed": seed, "psi": psi}
+    response = client.post("/worlds", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_miss_then_hit_with_identical_bytes(client: httpx.Client) -> None:
+    world = new_world(client, 11)
+    first = client.get(f"/worlds/{world}/tiles/5/3/-2.png")
+    second = client.get(f"/worlds/{world}/tiles/5/3/-2.png")
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert first.content == second.content
+    assert first.headers["etag"] == second.headers["etag"]
+    assert first.headers["cache-control"] == IMMUTABLE
+    assert "total;dur=" in first.headers["server-timing"]
+    assert pixels(first).shape == (256, 256, 3)
+
+
+def test_rendering_again_gives_identical_png_bytes(client: httpx.Client, redis_client) -> None:
+    world = new_world(client, 12)
+    first = client.get(f"/worlds/{world}/tiles/4/0/0.png")
+    redis_client.flushdb()  # the next request renders the tile (and its children) from scratch
+    second = client.get(f"/worlds/{world}/tiles/4/0/0.png")
+    assert second.headers["x-cache"] == "MISS"
+    assert first.content == second.content
+
+
+def test_if_none_match_gives_304_without_body(client: httpx.Client) -> None:
+    url = "/tiles/5/0/0.png"
+    etag = client.get(url).headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_cors_for_tiles(client: httpx.Client) -> None:
+    response = client.get("/tiles/5/0/0.png", headers={"Origin": "http://elsewhere.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_twenty_concurrent_requests_for_one_cold_tile_render_it_once(client: httpx.Client, live_server) -> None:
+    world = new_world(client, 13)
+    before = renders(client)
+
+    async def fetch_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server.base_url, timeout=60) as http:
+            return await asyncio.gather(*(http.get(f"/worlds/{world}/tiles/5/7/7.png") for _ in range(20)))
+
+    responses = asyncio.run(fetch_all())
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.content for r in responses}) == 1
+    assert renders(client) - before == 1
+
+
+def test_world_with_default_psi_serves_what_the_cli_renders(client: httpx.Client, tiny_model: Path, tmp_path) -> None:
+    seed = 2024
+    world = client.post("/worlds", json={"seed": seed}).json()
+    assert world["psi"] == DEFAULT_PSI
+    out = tmp_path / "cli.png"
+    argv = ["render", "--checkpoint", str(tiny_model), "--seed", str(seed), "--quiet", "--out", str(out)]
+    assert cli_main([*argv, "--x", "256", "--y", "-256", "--width", "256", "--height", "256"]) == 0
+    expected = np.asarray(Image.open(out).convert("RGB"))
+    served = pixels(client.get(f"/worlds/{world['id']}/tiles/5/1/-1.png"))
+    np.testing.assert_array_equal(served, expected)
+
+
+def test_native_tiles_stitch_into_render_region(client: httpx.Client, tiny_generator: Generator) -> None:
+    seed, psi = 77, 0.6
+    world = new_world(client, seed, psi)
+    # Tiles (-1..0, -1..0) meet at the world origin: the seam crossing every axis sign change.
+    quarters = [[pixels(client.get(f"/worlds/{world}/tiles/5/{x}/{y}.png")) for x in (-1, 0)] for y in (-1, 0)]
+    stitched = np.concatenate([np.concatenate(row, axis=1) for row in quarters], axis=0)
+    expected = render_region(World(tiny_generator, WorldSpec(seed=seed, psi=psi)), -256, -256, 512, 512)
+    np.testing.assert_array_equal(stitched, expected)
+
+
+def area_downsample(image: np.ndarray) -> np.ndarray:
+    """Independent reference: mean of each 2x2 block, rounded half up."""
+    h, w, _ = image.shape
+    blocks = image.astype(np.float64).reshape(h // 2, 2, w // 2, 2, 3)
+    return np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+
+
+def test_zoom_out_tiles_are_area_downsamples_of_their_children(client: httpx.Client) -> None:
+    world = new_world(client, 78)
+    for z, x, y in ((4, -1, 2), (3, 0, -1)):
+        parent = pixels(client.get(f"/worlds/{world}/tiles/{z}/{x}/{y}.png"))
+        children = [
+            [pixels(client.get(f"/worlds/{world}/tiles/{z + 1}/{2 * x + dx}/{2 * y + dy}.png")) for dx in (0, 1)]
+            for dy in (0, 1)
+        ]
+        mosaic = np.concatenate([np.concatenate(row, axis=1) for row in children], axis=0)
+        np.testing.assert_array_equal(parent, area_downsample(mosaic))
+
+
+def test_zoom_out_reuses_cached_children(client: httpx.Client) -> None:
+    world = new_world(client, 79)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            client.get(f"/worlds/{world}/tiles/5/{dx}/{dy}.png")
+    before_native = metric(client, "tile_renders_total", kind="native")
+    assert client.get(f"/worlds/{world}/tiles/4/0/0.png").headers["x-cache"] == "MISS"
+    assert metric(client, "tile_renders_total", kind="native") == before_native
+
+
+def test_world_resource_and_tilejson(client: httpx.Client, live_server: LiveServer) -> None:
+    world = client.post("/worlds", json={"seed": 5, "psi": 0.5}).json()
+    assert client.post("/worlds", json={"seed": 5, "psi": 0.5}).json()["id"] == world["id"]  # content-addressed
+    assert client.get(f"/worlds/{world['id']}").json() == world
+    tilejson = client.get(f"/worlds/{world['id']}/tilejson.json").json()
+    assert tilejson["tilejson"] == "3.0.0"
+    assert tilejson["tiles"] == [f"{live_server.base_url}/worlds/{world['id']}/tiles/{{z}}/{{x}}/{{y}}.png"]
+    assert (tilejson["minzoom"], tilejson["maxzoom"], tilejson["nativeZoom"]) == (2, 5, 5)
+    assert tilejson["tileSize"] == 256 and tilejson["crs"] == "simple"
+    default = client.get("/tilejson.json").json()
+    assert default["world"]["seed"] == 0 and default["world"]["psi"] == DEFAULT_PSI
+
+
+def test_default_world_alias_serves_the_default_world(client: httpx.Client) -> None:
+    default_id = client.get("/tilejson.json").json()["world"]["id"]
+    alias = client.get("/tiles/5/2/3.png")
+    versioned = client.get(f"/worlds/{default_id}/tiles/5/2/3.png")
+    assert alias.content == versioned.content
+    assert "immutable" not in alias.headers["cache-control"]  # the alias URL does not name the model
+
+
+def test_health_metrics_docs_and_demo_page(client: httpx.Client) -> None:
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["redis"]["status"] == "up" and health["model"]["status"] == "loaded"
+    client.get("/tiles/5/0/0.png")
+    text = client.get("/metrics").text
+    for name in ("tiles_served_total", "tile_cache_lookups_total", "tile_render_seconds_bucket", "tile_renders_total"):
+        assert name in text
+    assert client.get("/docs").status_code == 200
+    assert "/worlds" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "/vendor/leaflet/leaflet.js" in page.text
+    assert client.get("/vendor/leaflet/leaflet.js").status_code == 200
+    assert client.get("/vendor/leaflet/images/marker-icon.png").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
