@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 
 from app.resources import Resources
 from tiles.geometry import TileAddress
@@ -18,10 +20,23 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _canonical_int(value: object) -> object:
+    # One URL per tile: "05", "+5", "5.0" or " 5" would otherwise parse to 5 and duplicate cache entries downstream.
+    if isinstance(value, str) and not _CANONICAL_INT.fullmatch(value):
+        raise ValueError("must be an integer written in decimal without sign, leading zeros or spaces")
+    return value
+
+
+TileIndex = Annotated[int, BeforeValidator(_canonical_int)]
+
+
 def tile_address(
-    z: Annotated[int, Path(description="zoom")],
-    x: Annotated[int, Path(description="column; grows right, may be negative")],
-    y: Annotated[int, Path(description="row; grows down, may be negative")],
+    z: Annotated[TileIndex, Path(description="zoom")],
+    x: Annotated[TileIndex, Path(description="column; grows right, may be negative")],
+    y: Annotated[TileIndex, Path(description="row; grows down, may be negative")],
 ) -> TileAddress:
     return TileAddress(z, x, y)
 

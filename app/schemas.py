@@ -13,7 +13,7 @@ class WorldCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: StrictInt = Field(ge=0, lt=SEED_LIMIT, description="world seed, as in `infinitygan render --seed`")
-    psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation psi")
+    psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True, description="truncation psi")
 
 
 class World(BaseModel):
