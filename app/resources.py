@@ -49,7 +49,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             redis_url = embedded.url
         link = RedisLink(connect(redis_url))
         stack.push_async_callback(link.close)
-        scheduler = RenderScheduler(settings.render_threads, settings.max_pending_renders, settings.torch_threads)
+        scheduler = RenderScheduler(
+            settings.render_threads, settings.max_pending_renders, settings.torch_threads, settings.retry_after_s
+        )
         stack.callback(scheduler.shutdown)
         metrics = TileMetrics()
         cache = TileCache(link)

@@ -1,0 +1,168 @@
+"""The cache under stress: Redis dying mid-flight, memory filling up, replicas sharing a lock, a full queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.service.conftest import LiveServer, renders, service_settings
+from tiles.cache import TileCache, tile_key
+from tiles.embedded_redis import EmbeddedRedis
+from tiles.geometry import TileAddress, TileGrid
+from tiles.metrics import TileMetrics
+from tiles.redis_link import RedisLink, connect
+from tiles.renderer import TileRenderer
+from tiles.scheduler import RenderScheduler
+from tiles.service import TileService
+from tiles.worlds import WORLD_KEY_PREFIX, WorldRecord
+
+
+def test_stopping_redis_mid_test_still_serves_tiles(tiny_model: Path) -> None:
+    redis_server = EmbeddedRedis(maxmemory="64mb").start()
+    try:
+        with (
+            LiveServer(service_settings(redis_server.url, tiny_model)) as server,
+            httpx.Client(base_url=server.base_url, timeout=60) as client,
+        ):
+            world = client.post("/worlds", json={"seed": 99}).json()["id"]
+            url = f"/worlds/{world}/tiles/5/0/0.png"
+            cached = client.get(url)
+            assert client.get(url).headers["x-cache"] == "HIT"
+            assert client.get("/healthz").json()["status"] == "ok"
+
+            redis_server.stop()
+
+            again = client.get(url)
+            assert again.status_code == 200 and again.headers["x-cache"] == "MISS"
+            assert again.content == cached.content
+            for path in (f"/worlds/{world}/tiles/5/1/0.png", f"/worlds/{world}/tiles/4/0/0.png", "/tiles/5/9/9.png"):
+                assert client.get(path).status_code == 200, path
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded"
+            assert health["redis"]["status"] == "down" and health["redis"]["error"]
+            # Creating a world needs the store: an honest 503, never cached.
+            created = client.post("/worlds", json={"seed": 100})
+            assert created.status_code == 503
+            assert created.headers["retry-after"] and created.headers["cache-control"] == "no-store"
+            assert 'tile_cache_lookups_total{result="error"}' in client.get("/metrics").text
+    finally:
+        redis_server.stop()
+
+
+def test_filling_the_tile_cache_never_evicts_worlds(client: httpx.Client, redis_client: redis.Redis, redis_url) -> None:
+    if os.environ.get("REDIS_URL"):
+        pytest.skip("changes maxmemory; only done on the suite's private embedded Redis")
+    worlds = [client.post("/worlds", json={"seed": seed}).json()["id"] for seed in range(300, 310)]
+    used = redis_client.info("memory")["used_memory"]
+    old_limit = redis_client.config_get("maxmemory")["maxmemory"]
+    redis_client.config_set("maxmemory", used + 4 * 2**20)
+    try:
+
+        async def fill() -> None:
+            link = RedisLink(connect(redis_url))
+            cache = TileCache(link)
+            payload = os.urandom(40_000)  # incompressible, tile-sized
+            for i in range(800):  # ~32 MB into a 4 MB budget
+                assert await cache.put(tile_key("m" * 16, "w" * 16, TileAddress(5, i, 0)), payload)
+            await link.close()
+
+        asyncio.run(fill())
+        assert redis_client.info("stats")["evicted_keys"] > 0
+        assert redis_client.dbsize() < 800 + len(worlds)
+        for world in worlds:
+            assert redis_client.exists(WORLD_KEY_PREFIX + world)
+            assert redis_client.ttl(WORLD_KEY_PREFIX + world) == -1  # no TTL: not an eviction candidate
+    finally:
+        redis_client.config_set("maxmemory", old_limit)
+
+
+def build_replica(generator, redis_url: str, lock_ttl_ms: int = 30_000) -> tuple[TileService, RedisLink]:
+    link = RedisLink(connect(redis_url))
+    service = TileService(
+        TileRenderer(generator),
+        TileCache(link),
+        RenderScheduler(threads=1, max_pending=8),
+        TileGrid(),
+        TileMetrics(),
+        lock_ttl_ms=lock_ttl_ms,
+        lock_poll_s=0.02,
+    )
+    return service, link
+
+
+def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_generator, redis_client, redis_url) -> None:
+    async def scenario() -> None:
+        holder, holder_link = build_replica(tiny_generator, redis_url)
+        waiter, waiter_link = build_replica(tiny_generator, redis_url)
+        world = WorldRecord.create(holder.model_hash, 5)
+        tile = TileAddress(5, 3, 4)
+        key = tile_key(holder.model_hash, world.id, tile)
+        token = await holder.cache.acquire_lock(key, 30_000)
+        assert token is not None and token != "local"
+        waiting = asyncio.ensure_future(waiter.tile(world, tile))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # blocked on the other replica's lock, not rendering
+        png = await holder.scheduler.run(holder.renderer.render_native_png, world.spec, tile)
+        await holder.cache.put(key, png)
+        await holder.cache.release_lock(key, token)
+        result = await asyncio.wait_for(waiting, 5)
+        assert result.png == png
+        assert waiter.metrics.renders_total() == 0
+        assert await holder.cache.acquire_lock(key, 1000) is not None  # released by compare-and-delete
+        for service, link in ((holder, holder_link), (waiter, waiter_link)):
+            service.scheduler.shutdown()
+            await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_lock_release_only_deletes_our_own_lock(tiny_generator, redis_client, redis_url) -> None:
+    async def scenario() -> None:
+        service, link = build_replica(tiny_generator, redis_url)
+        ours = await service.cache.acquire_lock("k", 60_000)
+        await service.cache.release_lock("k", "someone-else")
+        assert await service.cache.acquire_lock("k", 60_000) is None  # still held by us
+        await service.cache.release_lock("k", ours)
+        assert await service.cache.acquire_lock("k", 60_000) is not None
+        service.scheduler.shutdown()
+        await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_abandoned_lock_falls_back_to_rendering_after_timeout(tiny_generator, redis_client, redis_url) -> None:
+    async def scenario() -> None:
+        service, link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
+        world = WorldRecord.create(service.model_hash, 6)
+        tile = TileAddress(5, 0, 0)
+        # A replica that crashed while rendering: its lock is never released and it never writes the tile.
+        redis_client.set("lock:" + tile_key(service.model_hash, world.id, tile), "crashed-replica", px=60_000)
+        result = await asyncio.wait_for(service.tile(world, tile), 10)
+        assert result.png and service.metrics.renders_total() == 1
+        service.scheduler.shutdown()
+        await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_full_render_queue_answers_503_with_retry_after(redis_url, tiny_model, redis_client) -> None:
+    settings = service_settings(redis_url, tiny_model, max_pending_renders=2)
+    with LiveServer(settings) as server:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+                return await asyncio.gather(*(http.get(f"/tiles/5/{x}/50.png") for x in range(12)))
+
+        responses = asyncio.run(burst())
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) == {200, 503}, statuses
+        rejected = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "2" and r.headers["cache-control"] == "no-store" for r in rejected)
+        assert "detail" in rejected[0].json()
+        with httpx.Client(base_url=server.base_url) as client:
+            assert renders(client) == statuses.count(200)
