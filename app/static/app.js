@@ -85,11 +85,15 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
 });
 
 map.on("moveend zoomend", writeHash);
-map.on("mousemove", (event) => {
+let pointer = null;
+function showReadout() {
   if (!tilejson) return;
-  const p = map.project(event.latlng, tilejson.nativeZoom);
+  const p = map.project(pointer || map.getCenter(), tilejson.nativeZoom);
   document.getElementById("readout").textContent = `x ${Math.floor(p.x)}, y ${Math.floor(p.y)} · zoom ${map.getZoom()}`;
-});
+}
+map.on("mousemove", (event) => { pointer = event.latlng; showReadout(); });
+map.on("mouseout", () => { pointer = null; showReadout(); });
+map.on("moveend zoomend", showReadout);
 window.addEventListener("hashchange", () => {
   const view = readHash();
   if (tilejson && view.world && view.world !== tilejson.world.id) openWorld(view.world, view).catch((e) => showError(e.message));

@@ -108,7 +108,7 @@ def client(live_server: LiveServer, redis_client: redis.Redis) -> Iterator[httpx
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
     """One sample from /metrics, 0 when absent."""
-    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())  # in declaration order
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
     for line in client.get("/metrics").text.splitlines():
         if match := re.match(pattern, line):

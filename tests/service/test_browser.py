@@ -1,0 +1,92 @@
+"""The demo page in a real headless Chromium against a real uvicorn server: tiles load, pan, zoom, pick a world."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.service.cdp import Chromium, find_chromium
+from tests.service.conftest import LiveServer, metric
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+LOADED = "window.tileStats ? window.tileStats.loaded : 0"
+
+
+def wait_until_tiles_settle(browser: Chromium, at_least: int, timeout_s: float = 90.0) -> int:
+    """Wait for `at_least` loaded tiles and no tile still loading; returns the loaded count."""
+    browser.wait_for(f"({LOADED}) >= {at_least}", timeout_s)
+    browser.wait_for("document.querySelectorAll('.leaflet-tile:not(.leaflet-tile-loaded)').length === 0", timeout_s)
+    time.sleep(0.3)  # Leaflet prunes faded-out tiles after its animation
+    return browser.evaluate(LOADED)
+
+
+def assert_not_blank(png: bytes) -> None:
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert image.shape[0] >= 700 and image.shape[1] >= 1200, image.shape
+    assert image.std() > 10, "screenshot is (nearly) one colour"
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 2000, "screenshot has too few colours to be landscape tiles"
+
+
+def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer, client: httpx.Client) -> None:
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(
+            "Chromium not found: this test needs a real headless browser. Install it with "
+            "`apt-get install -y chromium` (or set CHROMIUM_BINARY to a Chrome/Chromium executable)."
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    served_before = metric(client, "tiles_served_total", zoom="5", cache="miss") + metric(
+        client, "tiles_served_total", zoom="5", cache="hit"
+    )
+    with Chromium(binary, 1280, 800) as browser:
+        browser.navigate(f"{live_server.base_url}/#z=5&x=0&y=0")
+        # 1280x800 at 256 px per tile: at least 5 x 3 tiles are fully visible whatever the offset.
+        first = wait_until_tiles_settle(browser, 15)
+        assert browser.evaluate("window.tileStats.errors") == 0
+        assert browser.evaluate("map.getZoom()") == 5
+        assert len(browser.evaluate("Array.from(document.querySelectorAll('img.leaflet-tile-loaded'))")) >= 15
+        Path(ARTIFACTS / "demo-initial.png").write_bytes(browser.screenshot())
+
+        browser.drag((900, 500), (300, 200))  # pan by (600, 300) px: new columns and rows come into view
+        panned = wait_until_tiles_settle(browser, first + 4)
+        browser.wait_for("!map._panAnim || !map._panAnim._inProgress")  # Leaflet's inertia carries the pan on
+        time.sleep(0.5)
+        centre = browser.evaluate("(() => { const p = map.project(map.getCenter(), 5); return [p.x, p.y]; })()")
+        assert centre[0] >= 590 and centre[1] >= 290, centre  # dragged left/up: the view moved right/down
+        permalink = browser.evaluate("location.hash")
+        assert f"x={round(centre[0])}" in permalink and f"y={round(centre[1])}" in permalink, (permalink, centre)
+
+        zoom_out = browser.evaluate(
+            "(() => { const r = document.querySelector('.leaflet-control-zoom-out').getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        browser.click(*zoom_out)
+        browser.wait_for("map.getZoom() === 4")
+        zoomed = wait_until_tiles_settle(browser, panned + 12)
+        assert "z=4" in browser.evaluate("location.hash")
+        assert browser.evaluate("window.tileStats.errors") == 0
+        screenshot = browser.screenshot()
+        (ARTIFACTS / "demo-page.png").write_bytes(screenshot)
+        assert_not_blank(screenshot)
+
+        old_world = browser.evaluate("tilejson.world.id")
+        browser.evaluate("document.getElementById('seed').value = '4242'; document.getElementById('psi').value = '0.7';"
+                         " document.getElementById('world-picker').requestSubmit(); true")  # fmt: skip
+        browser.wait_for(f"tilejson && tilejson.world.id !== '{old_world}'")
+        wait_until_tiles_settle(browser, zoomed + 12)
+        new_world = browser.evaluate("tilejson.world")
+        assert (new_world["seed"], new_world["psi"]) == (4242, 0.7)
+        assert f"world={new_world['id']}" in browser.evaluate("location.hash")
+        assert browser.evaluate("document.getElementById('error').textContent") == ""
+        (ARTIFACTS / "demo-other-world.png").write_bytes(browser.screenshot())
+
+    served_after = metric(client, "tiles_served_total", zoom="5", cache="miss") + metric(
+        client, "tiles_served_total", zoom="5", cache="hit"
+    )
+    assert served_after - served_before >= 15  # the browser's tiles really came from this server
