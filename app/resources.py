@@ -30,6 +30,7 @@ class Resources:
     worlds: WorldRegistry
     metrics: TileMetrics
     link: RedisLink
+    redis_url: str
     redis_embedded: bool
     cache_warning: str | None
 
@@ -67,6 +68,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             worlds=WorldRegistry(link, renderer.model_hash, default_world),
             metrics=metrics,
             link=link,
+            redis_url=redis_url,
             redis_embedded=settings.redis_url is None,
             cache_warning=warning,
         )

@@ -1,0 +1,68 @@
+"""Settings from the environment, the embedded Redis's life, and the `serve` / `seed` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import main as cli_main
+from app.settings import Settings
+from tests.service.conftest import LiveServer
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    monkeypatch.setenv("INFINITYGAN_MODEL", str(tiny_model))
+    monkeypatch.setenv("REDIS_URL", "redis://cache.internal:6380/2")
+    monkeypatch.setenv("INFINITYGAN_NATIVE_ZOOM", "7")
+    monkeypatch.setenv("INFINITYGAN_MAX_PENDING_RENDERS", "5")
+    settings = Settings()
+    assert settings.model == tiny_model
+    assert settings.redis_url == "redis://cache.internal:6380/2"
+    assert (settings.native_zoom, settings.max_pending_renders) == (7, 5)
+
+
+def test_without_redis_url_an_embedded_redis_lives_and_dies_with_the_app(tiny_model: Path) -> None:
+    server = LiveServer(Settings(model=tiny_model, redis_url=None, native_zoom=3, zoom_out_levels=1))
+    with server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        socket_path = Path(server.resources.redis_url.removeprefix("unix://"))
+        assert socket_path.exists()
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["redis"]["embedded"] is True and health["redis"]["warning"] is None
+        assert client.get("/tiles/3/0/0.png").headers["x-cache"] == "MISS"
+        assert client.get("/tiles/3/0/0.png").headers["x-cache"] == "HIT"
+        assert client.get("/tiles/2/0/0.png").status_code == 200
+        assert client.get("/tiles/1/0/0.png").status_code == 404  # native zoom 3, one level below
+        assert client.get("/tilejson.json").json()["maxDisplayZoom"] == 6
+    assert not socket_path.exists()
+
+
+def test_seed_prerenders_tiles_into_the_shared_cache(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, tiny_model: Path, client: httpx.Client
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    argv = ["seed", "--model", str(tiny_model), "--zoom", "4-5", "--bbox", "-256", "0", "256", "512", "--quiet"]
+    assert cli_main(argv) == 0
+    # The live server uses the same Redis and model: every seeded tile is a hit.
+    for path in ("/tiles/5/-1/0.png", "/tiles/5/0/1.png", "/tiles/4/-1/0.png", "/tiles/4/0/0.png"):
+        assert client.get(path).headers["x-cache"] == "HIT", path
+    assert client.get("/tiles/5/2/0.png").headers["x-cache"] == "MISS"  # outside the seeded area
+
+
+def test_seed_reports_user_errors(monkeypatch: pytest.MonkeyPatch, redis_url: str, tiny_model: Path, capsys) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    bbox = ["--bbox", "0", "0", "256", "256"]
+    assert cli_main(["seed", "--model", str(tiny_model), "--zoom", "5", *bbox, "--quiet"]) == 1
+    assert "REDIS_URL" in capsys.readouterr().err
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert cli_main(["seed", "--model", str(tiny_model), "--zoom", "9", *bbox, "--quiet"]) == 1
+    assert "zoom 9" in capsys.readouterr().err
+    assert cli_main(["seed", "--model", str(tiny_model), "--world", "0" * 16, "--zoom", "5", *bbox, "--quiet"]) == 1
+    assert "unknown world" in capsys.readouterr().err
+
+
+def test_serve_refuses_several_workers_without_a_shared_redis(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli_main(["serve", "--workers", "2"]) == 1
+    assert "REDIS_URL" in capsys.readouterr().err
