@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 
 # Fixed encoder settings and no metadata chunks: the same pixels always give the same bytes (and the same ETag).
-PNG_COMPRESS_LEVEL = 6
+# Level 2, measured on 256x256 model tiles: ~7 ms and ~17% larger than level 6 (~34 ms). Encoding is paid on every
+# render, on a CPU-bound service, while bytes are paid once per client thanks to immutable caching.
+PNG_COMPRESS_LEVEL = 2
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
