@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from infinitygan.anchor import Anchor, Rect
 from infinitygan.coords import coordinate_grid
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.latents import (
@@ -55,9 +56,12 @@ class WorldSpec:
 
 
 class World:
-    def __init__(self, generator: Generator, spec: WorldSpec) -> None:
+    """A renderable world; with an `anchor`, a photo pinned in it (see infinitygan.anchor)."""
+
+    def __init__(self, generator: Generator, spec: WorldSpec, anchor: Anchor | None = None) -> None:
         self.generator = generator.eval()
         self.spec = spec
+        self.anchor = anchor
         self.geometry = generator.geometry
         config = generator.config
         with torch.no_grad():
@@ -96,18 +100,93 @@ class World:
             )[None]
             for layer in range(len(sizes_h))
         ]
+        local = self.local_latents(lrow0, lcol0, lrows, lcols)
+        if self._touches_anchor(row0, col0, rows, cols):
+            local = self.anchor.local_latents.paste_into(local, lrow0, lcol0)
+            noises = [
+                override.paste_into(
+                    noise, geometry.layer_index_offset(layer, row0), geometry.layer_index_offset(layer, col0)
+                )
+                for layer, (override, noise) in enumerate(zip(self.anchor.noises, noises, strict=True))
+            ]
         return WindowInputs(
-            local_latents=self.local_latents(lrow0, lcol0, lrows, lcols)[None],
+            local_latents=local[None],
             coords=coordinate_grid(row_px, col_cells, config)[None],
             noises=noises,
         )
 
+    def _touches_anchor(self, row0: int, col0: int, rows: int, cols: int) -> bool:
+        """Whether the anchor changes anything this window computes: its blend weight is non-zero somewhere on the
+        window's grids, or the window reads overridden latents or noise. Otherwise the window takes exactly the base
+        world's code path, so far-away tiles stay bit-identical to the base world's."""
+        anchor = self.anchor
+        if anchor is None:
+            return False
+        geometry = self.geometry
+        cell, m = geometry.cell_px, geometry.structure_margin
+        local_cells = Rect(col0 - m, row0 - m, cols + 2 * m, rows + 2 * m)
+        window_px = Rect(
+            cell * local_cells.x, cell * local_cells.y, cell * local_cells.width, cell * local_cells.height
+        )
+        if window_px.intersects(anchor.footprint.expanded(anchor.blend_px)):
+            return True
+        if local_cells.intersects(anchor.local_latents.rect()):
+            return True
+        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+        return any(
+            Rect(
+                geometry.layer_index_offset(layer, col0),
+                geometry.layer_index_offset(layer, row0),
+                sizes_w[layer],
+                sizes_h[layer],
+            ).intersects(noise.rect())
+            for layer, noise in enumerate(anchor.noises)
+        )
+
+    def window_styles(
+        self, row0: int, col0: int, rows: int, cols: int, *, anchor_only: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(G_S style, G_T styles) for a window: the world's style vectors, or near an anchor per-location maps that
+        blend the anchor's inverted styles in with weight alpha (spatial style fusion). `anchor_only` takes the
+        anchor's styles as plain vectors (alpha = 1 everywhere): the cheap form inversion optimises over the photo."""
+        if anchor_only:
+            return self.anchor.structure_style[None], list(self.anchor.texture_styles[None].unbind(1))
+        if not self._touches_anchor(row0, col0, rows, cols):
+            return self.structure_style, list(self.texture_styles.unbind(1))
+        geometry, m = self.geometry, self.geometry.structure_margin
+        lrow_px = np.array([geometry.cell_center_px(r) for r in range(row0 - m, row0 + rows + m)])
+        lcol_px = np.array([geometry.cell_center_px(c) for c in range(col0 - m, col0 + cols + m)])
+        structure = self._blend(self.structure_style[0], self.anchor.structure_style, lrow_px, lcol_px)
+        # Style k modulates a layer whose input grid is z_S (k = 0) or the output of G_T layer k - 1.
+        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+        row_grids = [lrow_px[m:-m]] + [self._layer_positions(i, row0, sizes_h[i]) for i in range(len(sizes_h))]
+        col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
+        texture = [
+            self._blend(self.texture_styles[0, k], self.anchor.texture_styles[k], row_grids[k], col_grids[k])
+            for k in range(self.generator.num_styles)
+        ]
+        return structure, texture
+
+    def _layer_positions(self, layer: int, start: int, size: int) -> np.ndarray:
+        """World pixel positions of a G_T layer's output elements for a window starting at z_S cell `start`."""
+        geometry = self.geometry
+        origin = geometry.cell_px * start + float(geometry.layer_origin(layer)) - geometry.center_frac
+        return origin + float(geometry.layer_step(layer)) * np.arange(size)
+
+    def _blend(self, base: torch.Tensor, anchored: torch.Tensor, rows_px: np.ndarray, cols_px: np.ndarray):
+        alpha = np.outer(self.anchor.alpha(rows_px, "y"), self.anchor.alpha(cols_px, "x"))
+        alpha = torch.from_numpy(alpha.astype(np.float32))
+        return (base[:, None, None] + alpha[None] * (anchored - base)[:, None, None])[None]
+
     # ---- rendering -------------------------------------------------------------------------------------------------
+    def forward_window(self, row0: int, col0: int, rows: int, cols: int, *, anchor_only: bool = False):
+        """(1, 3, H, W) float image of a z_S window; differentiable with respect to the anchor's tensors."""
+        inputs = self.window_inputs(row0, col0, rows, cols)
+        return self.generator(inputs, *self.window_styles(row0, col0, rows, cols, anchor_only=anchor_only))
+
     @torch.no_grad()
     def render_window(self, row0: int, col0: int, rows: int, cols: int) -> torch.Tensor:
-        """(1, 3, H, W) float image of a z_S window."""
-        inputs = self.window_inputs(row0, col0, rows, cols)
-        return self.generator(inputs, self.structure_style, self.texture_styles)
+        return self.forward_window(row0, col0, rows, cols)
 
     def render_chunk(self, chunk_y: int, chunk_x: int) -> np.ndarray:
         """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...)."""
@@ -118,7 +197,27 @@ class World:
         col0 = wx.start + chunk_x * (CHUNK_PX // cell)
         image = self.render_window(row0, col0, wy.cells, wx.cells)[0]
         top, left = -wy.first_pixel, -wx.first_pixel
-        return to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
+        pixels = to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
+        if self.anchor is not None:
+            paste_photo(pixels, self.anchor, CHUNK_PX * chunk_x, CHUNK_PX * chunk_y)
+        return pixels
+
+
+def paste_photo(pixels: np.ndarray, anchor: Anchor, x: int, y: int) -> None:
+    """Blend the anchor's photo into `pixels` (world pixels from (x, y)), feathered at the footprint's edge."""
+    h, w = pixels.shape[:2]
+    fp = anchor.footprint
+    x0, x1 = max(x, fp.x), min(x + w, fp.x + fp.width)
+    y0, y1 = max(y, fp.y), min(y + h, fp.y + fp.height)
+    if x0 >= x1 or y0 >= y1:
+        return
+    weight = np.outer(
+        anchor.feather(np.arange(y0, y1, dtype=np.float64), "y"),
+        anchor.feather(np.arange(x0, x1, dtype=np.float64), "x"),
+    )[..., None]
+    photo = anchor.photo[y0 - fp.y : y1 - fp.y, x0 - fp.x : x1 - fp.x].astype(np.float64)
+    generated = pixels[y0 - y : y1 - y, x0 - x : x1 - x].astype(np.float64)
+    pixels[y0 - y : y1 - y, x0 - x : x1 - x] = np.rint(generated + weight * (photo - generated)).astype(np.uint8)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
