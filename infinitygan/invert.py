@@ -26,7 +26,7 @@ from infinitygan.world import World, WorldSpec
 
 @dataclass(frozen=True)
 class InversionConfig:
-    steps: int = 60
+    steps: int = 40
     lr: float = 0.05  # latents and styles
     noise_lr: float = 0.1
     ramp_up: float = 0.05  # fraction of steps with a linear warm-up
@@ -42,7 +42,7 @@ class InversionConfig:
     feather_px: int = 12
 
 
-QUALITY = {"fast": InversionConfig(steps=60), "best": InversionConfig(steps=300)}
+QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)}
 
 
 @dataclass(frozen=True)
