@@ -75,7 +75,126 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_init)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_init]
+def _cmd_data_fetch(args: argparse.Namespace) -> None:
+    from infinitygan.data import DataError, fetch_recipe
+
+    try:
+        fetch_recipe(Path(args.out))
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"fetched the recipe's landscape images into {args.out}", file=sys.stderr)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="training data")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_sub.add_parser("fetch", help="download the recipe's freely licensed landscape photos (Debian)")
+    fetch.add_argument("--out", default="data/landscapes", help="destination folder (default data/landscapes)")
+    fetch.set_defaults(handler=_cmd_data_fetch)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    import json
+
+    from infinitygan.data import DataError
+    from infinitygan.train import STATE_DIR, STATE_JSON, TrainConfig, train
+
+    out = Path(args.out)
+    state = out / STATE_DIR / STATE_JSON
+    if state.is_file():
+        # A resumed run keeps its stored config; only the stopping rule, threads and device may change.
+        config = TrainConfig.from_dict(json.loads(state.read_text())["train_config"])
+    else:
+        config = TrainConfig(
+            preset=args.preset,
+            patch_cells=args.patch_cells,
+            batch=args.batch,
+            r1_gamma=args.r1_gamma,
+            scene_height=args.scene_height,
+            seed=args.seed,
+            checkpoint_minutes=args.checkpoint_minutes,
+            sample_every=args.sample_every,
+        )
+    config.max_minutes = args.max_minutes
+    config.max_iterations = args.max_iterations
+    config.threads = args.threads
+    config.device = args.device
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda: no CUDA device is available")
+    try:
+        train(config, args.data, out, progress=not args.quiet)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from infinitygan.config import PRESETS
+
+    p = sub.add_parser("train", help="train (or resume) a generator on a folder of landscape images")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    p.add_argument("--data", required=True, help="folder of images (e.g. from `infinitygan data fetch`)")
+    p.add_argument("--out", required=True, help="run folder; an existing run there is resumed")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (this session)")
+    p.add_argument("--max-iterations", type=_int, default=None, help="stop at this total iteration count")
+    p.add_argument("--batch", type=_int, default=8)
+    p.add_argument("--patch-cells", type=_int, default=9, help="z_S cells per training window (9 -> 69 px)")
+    p.add_argument("--r1-gamma", type=float, default=1.0)
+    p.add_argument("--scene-height", type=_int, default=256, help="images are resized to this many rows")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--sample-every", type=_int, default=500, help="iterations between sample grids (0: never)")
+    p.add_argument("--threads", type=_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from infinitygan.checkpoint import load_generator
+    from infinitygan.evaluate import EvalOptions, evaluate
+
+    generator = load_generator(args.checkpoint)
+    options = EvalOptions(
+        patches=args.patches,
+        scaleinv_images=args.scaleinv_images,
+        seeds=args.seeds,
+        seed=args.seed,
+        scene_height=args.scene_height,
+    )
+    result = evaluate(generator, Path(args.data), options, out_dir=Path(args.out) if args.out else None)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in sorted(result.items()):
+            print(f"{key}: {value}")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="SWD, scale-invariant SWD, seam score and diversity of a generator")
+    p.add_argument("checkpoint", help="generator .safetensors")
+    p.add_argument("--data", required=True, help="folder of real images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="folder for the contact sheet and the large render")
+    p.add_argument("--patches", type=_int, default=512, help="real and fake patches for SWD")
+    p.add_argument("--scaleinv-images", type=_int, default=64, help="4x renders for the scale-invariant SWD")
+    p.add_argument("--seeds", type=_int, default=8, help="world seeds for diversity and the contact sheet")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--scene-height", type=_int, default=None, help="default: the checkpoint's training value")
+    p.set_defaults(handler=_cmd_eval)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_render,
+    _add_init,
+    _add_data,
+    _add_train,
+    _add_eval,
+]
 
 
 def build_parser(extra_subcommands: Sequence[Callable] = ()) -> argparse.ArgumentParser:

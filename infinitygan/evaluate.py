@@ -1,0 +1,292 @@
+"""Evaluation without pretrained networks: sliced Wasserstein distances (PGGAN-style), seams and diversity.
+
+- swd: multi-scale SWD between real training-size patches and generated patches (same vertical positions), on
+  Laplacian-pyramid 7x7 descriptors, x1e3 as PGGAN reports it; lower is better.
+- swd_real_floor: the same between two disjoint sets of real patches: what "indistinguishable" scores.
+- swd_scaleinv_4x: render a scene_height-square region of each world with the world API (the full scene height,
+  ~3.7x the 69 px training patch), downsample it 4x, compare with real scene-height squares downsampled the same way:
+  does the model still look like the data when asked for much more than it was trained on?
+- seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean elsewhere, on stitched
+  render_region output (the horizon row, a chunk boundary with real content on it, is left out). ~1.0 = seamless.
+- diversity: mean absolute pixel difference (in [0, 1]) between renders of the same region for different seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from infinitygan.generator import Generator
+from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
+
+DESCRIPTOR_SIZE = 7
+SWD_DIRECTIONS = 512
+SWD_REPEATS = 4
+MIN_PYRAMID_SIZE = 16
+
+
+@dataclass
+class EvalOptions:
+    patches: int = 512  # real and fake patches each for swd (and for each half of the real floor)
+    descriptors_per_image: int = 64
+    scaleinv_images: int = 64
+    seeds: int = 8  # worlds for diversity, seams and the contact sheet
+    seam_seeds: int = 2
+    seed: int = 0
+    psi: float = 1.0  # metrics judge the untruncated distribution
+    scene_height: int | None = None  # default: the checkpoint's training value, else 256
+    batch: int = 32
+    large_render_px: tuple[int, int] = (1024, 512)  # width, height of the stitched render
+
+
+# ---- sliced Wasserstein distance --------------------------------------------------------------------------------
+
+
+def _blur(images: torch.Tensor) -> torch.Tensor:
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    kernel = torch.outer(taps, taps).expand(images.shape[1], 1, 5, 5).to(images)
+    return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
+
+
+def laplacian_pyramid(images: torch.Tensor, min_size: int = MIN_PYRAMID_SIZE) -> list[torch.Tensor]:
+    """Band-pass levels, finest first; the last level is the low-pass residual (as PGGAN's SWD)."""
+    gaussian = [images]
+    while min(gaussian[-1].shape[-2:]) // 2 >= min_size:
+        gaussian.append(_blur(gaussian[-1])[..., ::2, ::2])
+    levels = []
+    for fine, coarse in itertools.pairwise(gaussian):
+        up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        levels.append(fine - up)
+    levels.append(gaussian[-1])
+    return levels
+
+
+def descriptors(level: torch.Tensor, per_image: int, rng: torch.Generator) -> torch.Tensor:
+    """(N * per_image, 3 * 7 * 7) random 7x7 neighbourhoods, normalised per channel over the whole set."""
+    n, c, h, w = level.shape
+    k = DESCRIPTOR_SIZE
+    ys = torch.randint(0, h - k + 1, (n, per_image), generator=rng)
+    xs = torch.randint(0, w - k + 1, (n, per_image), generator=rng)
+    patches = level.unfold(2, k, 1).unfold(3, k, 1)  # (n, c, h-k+1, w-k+1, k, k)
+    picked = patches[torch.arange(n)[:, None], :, ys, xs]  # (n, per_image, c, k, k)
+    picked = picked.reshape(n * per_image, c, k, k)
+    mean = picked.mean(dim=(0, 2, 3), keepdim=True)
+    std = picked.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
+    return ((picked - mean) / std).flatten(1)
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -> float:
+    """Mean over random unit directions of the 1-D Wasserstein-1 distance between the projected sets."""
+    count = min(a.shape[0], b.shape[0])
+    a, b = a[:count].double(), b[:count].double()
+    total = 0.0
+    for _ in range(SWD_REPEATS):
+        directions = torch.randn(a.shape[1], SWD_DIRECTIONS, generator=rng, dtype=torch.float64)
+        directions /= directions.norm(dim=0, keepdim=True)
+        proj_a, _ = torch.sort(a @ directions, dim=0)
+        proj_b, _ = torch.sort(b @ directions, dim=0)
+        total += float((proj_a - proj_b).abs().mean())
+    return total / SWD_REPEATS
+
+
+def swd(images_a: torch.Tensor, images_b: torch.Tensor, *, per_image: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Multi-scale SWD (x1e3) between two image sets in [-1, 1] of the same size; mean over pyramid levels."""
+    rng = torch.Generator().manual_seed(seed)
+    levels_a, levels_b = laplacian_pyramid(images_a.float()), laplacian_pyramid(images_b.float())
+    per_level = []
+    for level_a, level_b in zip(levels_a, levels_b, strict=True):
+        desc_a = descriptors(level_a, per_image, rng)
+        desc_b = descriptors(level_b, per_image, rng)
+        per_level.append(1e3 * sliced_wasserstein(desc_a, desc_b, rng))
+    return {"mean": float(np.mean(per_level)), "levels": [round(v, 3) for v in per_level]}
+
+
+# ---- image sources ------------------------------------------------------------------------------------------------
+
+
+def real_patches(data_dir: Path, scene_height: int, patch_px: int, count: int, seed: int) -> tuple[torch.Tensor, ...]:
+    from infinitygan.data import PatchDataset
+
+    dataset = PatchDataset(data_dir, scene_height=scene_height, patch_size=patch_px, length=count, seed=seed)
+    items = [dataset[i] for i in range(count)]
+    images = torch.stack([item["image"] for item in items])
+    top_px = torch.tensor([float(item["top_px"]) for item in items], dtype=torch.float64)
+    return images, top_px
+
+
+@torch.no_grad()
+def fake_patches(
+    generator: Generator, top_px: torch.Tensor, cells: int, *, psi: float, seed: int, batch: int
+) -> torch.Tensor:
+    """Generated training-size patches at the given vertical positions (random horizontal phase, no jitter)."""
+    from infinitygan.train import sample_fake_inputs
+
+    generator.eval()
+    rng = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    out = []
+    for start in range(0, top_px.shape[0], batch):
+        fake = sample_fake_inputs(
+            generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, paired=False, jitter=False
+        )
+        styles = generator.texture_styles(fake.z_global, psi=psi)
+        out.append(generator(fake.inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+def uint8_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def scene_squares(world: World, scene_height: int, column: int) -> np.ndarray:
+    """A scene_height-square render centred on the horizon (row 0)."""
+    return render_region(world, column, -scene_height // 2, scene_height, scene_height)
+
+
+def real_scene_squares(data_dir: Path, scene_height: int, count: int, seed: int) -> torch.Tensor:
+    from infinitygan.data import load_images
+
+    images = [np.asarray(image) for image in load_images(data_dir, scene_height)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        image = images[rng.integers(len(images))]
+        left = int(rng.integers(image.shape[1] - scene_height + 1))
+        crop = image[:, left : left + scene_height]
+        out.append(uint8_to_tensor(crop[:, ::-1].copy() if rng.random() < 0.5 else crop))
+    return torch.stack(out)
+
+
+# ---- metrics on worlds ----------------------------------------------------------------------------------------------
+
+
+def seam_ratio(pixels: np.ndarray, x0: int, y0: int, skip_rows: tuple[int, ...] = (0,)) -> float:
+    """Mean |difference| across chunk-boundary pixel pairs over the mean across all other neighbouring pairs.
+
+    x0, y0: world position of pixels[0, 0]. Boundaries in skip_rows (world rows) are ignored entirely.
+    """
+    image = pixels.astype(np.float64)
+    dx = np.abs(image[:, 1:] - image[:, :-1]).mean(axis=2)  # pair (c-1, c) at index c-1
+    dy = np.abs(image[1:] - image[:-1]).mean(axis=2)
+    cols = np.arange(1, image.shape[1]) + x0
+    rows = np.arange(1, image.shape[0]) + y0
+    col_seam = cols % CHUNK_PX == 0
+    row_seam = rows % CHUNK_PX == 0
+    row_skip = np.isin(rows, skip_rows)
+    seam = np.concatenate([dx[:, col_seam].ravel(), dy[row_seam & ~row_skip].ravel()])
+    interior = np.concatenate([dx[:, ~col_seam].ravel(), dy[~row_seam & ~row_skip].ravel()])
+    return float(seam.mean() / max(interior.mean(), 1e-12))
+
+
+def contact_sheet(tiles: list[np.ndarray], columns: int = 4, gap: int = 4) -> np.ndarray:
+    height, width = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / columns)
+    sheet = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        sheet[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tile
+    return sheet
+
+
+# ---- the evaluation -------------------------------------------------------------------------------------------------
+
+
+def training_scene_height(generator: Generator) -> int:
+    metadata = getattr(generator, "metadata", {}) or {}
+    return int(metadata.get("scene_height", 256))
+
+
+def training_patch_cells(generator: Generator) -> int:
+    metadata = getattr(generator, "metadata", {}) or {}
+    return int(metadata.get("train_config", {}).get("patch_cells", 9))
+
+
+def evaluate(
+    generator: Generator, data_dir: Path, options: EvalOptions | None = None, out_dir: Path | None = None
+) -> dict[str, Any]:
+    options = options or EvalOptions()
+    generator.eval()
+    scene_height = options.scene_height or training_scene_height(generator)
+    cells = training_patch_cells(generator)
+    patch_px = generator.geometry.texture_size(cells)
+    n = options.patches
+
+    reals, top_px = real_patches(data_dir, scene_height, patch_px, 2 * n, seed=options.seed + 1_000_003)
+    real_a, real_b = reals[:n], reals[n:]
+    fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
+    per_image = options.descriptors_per_image
+    fake_swd = swd(fakes, real_a, per_image=per_image, seed=options.seed)
+    floor_swd = swd(real_b, real_a, per_image=per_image, seed=options.seed)
+
+    # Scale-invariance: each image is a different world, at a different chunk-aligned column.
+    fake_squares, world_renders = [], []
+    for i in range(options.scaleinv_images):
+        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2))
+        fake_squares.append(uint8_to_tensor(pixels))
+        if i < options.seeds:
+            world_renders.append(pixels)
+    real_squares = real_scene_squares(data_dir, scene_height, options.scaleinv_images, seed=options.seed + 17)
+    scaleinv = swd(
+        F.avg_pool2d(torch.stack(fake_squares), 4),
+        F.avg_pool2d(real_squares, 4),
+        per_image=per_image,
+        seed=options.seed,
+    )
+    while len(world_renders) < options.seeds:  # fewer scale-invariance images than seeds
+        i = len(world_renders)
+        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        world_renders.append(scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2)))
+
+    diversity = _diversity(generator, options, scene_height)
+    seams = []
+    for i in range(options.seam_seeds):
+        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        x0, y0 = -CHUNK_PX, -2 * CHUNK_PX
+        pixels = render_region(world, x0, y0, 3 * CHUNK_PX, 4 * CHUNK_PX)
+        seams.append(seam_ratio(pixels, x0, y0))
+
+    result = {
+        "swd": round(fake_swd["mean"], 3),
+        "swd_levels": fake_swd["levels"],
+        "swd_real_floor": round(floor_swd["mean"], 3),
+        "swd_real_floor_levels": floor_swd["levels"],
+        "swd_scaleinv_4x": round(scaleinv["mean"], 3),
+        "seam_score": round(float(np.mean(seams)), 4),
+        "diversity": round(diversity, 4),
+        "patch_px": patch_px,
+        "patches": n,
+        "scene_height": scene_height,
+        "psi": options.psi,
+        "trained_iterations": (getattr(generator, "metadata", {}) or {}).get("trained_iterations"),
+    }
+    if out_dir is not None:
+        _write_images(generator, world_renders, options, out_dir)
+    return result
+
+
+def _diversity(generator: Generator, options: EvalOptions, scene_height: int) -> float:
+    """Same region, different seeds: mean |a - b| over all seed pairs, pixels in [0, 1]."""
+    renders = []
+    for i in range(max(2, options.seeds)):
+        world = World(generator, WorldSpec(seed=options.seed * 7919 + 100 + i, psi=options.psi))
+        renders.append(scene_squares(world, scene_height, column=0).astype(np.float64) / 255)
+    distances = [np.abs(a - b).mean() for a, b in itertools.combinations(renders, 2)]
+    return float(np.mean(distances))
+
+
+def _write_images(generator: Generator, renders: list[np.ndarray], options: EvalOptions, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(contact_sheet(renders)).save(out_dir / "contact_sheet.png")
+    width, height = options.large_render_px
+    world = World(generator, WorldSpec(seed=options.seed, psi=DEFAULT_PSI))
+    large = render_region(world, -width // 2, -height // 2, width, height)
+    Image.fromarray(large).save(out_dir / "large_render.png")

@@ -1,0 +1,229 @@
+"""Training loop, discriminator, losses and evaluation, on the tiny preset and synthetic landscape images."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from infinitygan import World, WorldSpec, build_generator, load_generator
+from infinitygan.coords import coordinate_grid
+from infinitygan.discriminator import STDDEV_GROUP, Discriminator, minibatch_stddev
+from infinitygan.losses import diversity_loss, r1_penalty
+from infinitygan.train import (
+    TrainConfig,
+    lazy_adam,
+    paired_labels,
+    sample_fake_inputs,
+    train,
+    window_row_px,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def landscape_dir(tmp_path_factory) -> Path:
+    """Four synthetic 'landscapes': a sky gradient above a noisy ground, horizon near the middle."""
+    folder = tmp_path_factory.mktemp("landscapes")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        height, width = 200, 320
+        rows = np.arange(height)[:, None, None]
+        sky = np.broadcast_to(np.array([90, 140, 230]) - rows * 0.3, (height, width, 3))
+        ground = np.array([60 + 20 * i, 110, 40]) + rng.normal(0, 25, (height, width, 3))
+        horizon = height // 2 + rng.integers(-10, 10)
+        pixels = np.where(rows < horizon, sky, ground).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"scene{i}.png")
+    return folder
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(
+        preset="tiny",
+        batch=4,
+        r1_interval=2,
+        pl_interval=2,
+        sample_every=0,
+        checkpoint_minutes=60.0,
+        scene_height=128,
+        d_base_width=8,
+        d_max_width=32,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------------
+
+
+def test_training_steps_are_finite_and_checkpoint_round_trips(landscape_dir, tmp_path):
+    trainer = train(tiny_config(max_iterations=3), landscape_dir, tmp_path / "run", progress=False)
+    assert trainer.step == 3
+    for name in ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real"):
+        assert math.isfinite(trainer.losses[name]), name
+    generator = load_generator(tmp_path / "run" / "generator.safetensors")
+    assert generator.metadata["trained_iterations"] == 3
+    assert generator.metadata["scene_height"] == 128
+    assert generator.metadata["train_config"]["preset"] == "tiny"
+    for name, tensor in trainer.g_ema.state_dict().items():
+        assert torch.equal(generator.state_dict()[name], tensor), name
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_resume_continues_the_same_run(landscape_dir, tmp_path):
+    straight = train(tiny_config(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
+    train(tiny_config(max_iterations=2), landscape_dir, tmp_path / "resumed", progress=False)
+    state = json.loads((tmp_path / "resumed" / "state" / "state.json").read_text())
+    assert state["step"] == 2
+    resumed = train(tiny_config(max_iterations=4), landscape_dir, tmp_path / "resumed", progress=False)
+    assert resumed.step == 4
+    for name, tensor in straight.generator.state_dict().items():
+        torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
+    for name, tensor in straight.discriminator.state_dict().items():
+        torch.testing.assert_close(resumed.discriminator.state_dict()[name], tensor, msg=name)
+
+
+def test_lazy_regularisation_correction():
+    config = TrainConfig(preset="tiny")
+    optimizer = lazy_adam([torch.nn.Parameter(torch.zeros(1))], config, interval=16)
+    group = optimizer.param_groups[0]
+    c = 16 / 17
+    assert group["lr"] == pytest.approx(0.002 * c)
+    assert group["betas"] == pytest.approx((0.0, 0.99**c))
+
+
+def test_batch_must_pair():
+    with pytest.raises(ValueError, match="even"):
+        TrainConfig(batch=3)
+
+
+# ---- inputs -------------------------------------------------------------------------------------------------------
+
+
+def test_training_coordinates_match_the_world():
+    """A training window placed exactly where a world window is gets the world's vertical coordinates."""
+    generator = build_generator("tiny")
+    geometry = generator.geometry
+    world = World(generator, WorldSpec(seed=3))
+    for row0 in (-7, 0, 4):
+        inputs = world.window_inputs(row0, 0, 9, 9)
+        top_px = geometry.cell_px * row0 + geometry.pixel_offset
+        rows = window_row_px(generator, top_px, 9)
+        ours = coordinate_grid(rows, np.zeros(1), generator.config)[0, :, 0]
+        torch.testing.assert_close(ours, inputs.coords[0, 0, :, 0])
+
+
+def test_paired_fakes_share_global_latent_and_coordinates():
+    generator = build_generator("tiny").train()
+    top_px = torch.tensor([-40.0, 10.0, -5.0, 30.0], dtype=torch.float64)
+    rng = torch.Generator().manual_seed(0)
+    fake = sample_fake_inputs(generator, top_px, 9, rng, torch.device("cpu"), mixing=0.9, paired=True)
+    assert torch.equal(fake.z_global[:2], fake.z_global[2:])
+    assert torch.equal(fake.inputs.coords[:2], fake.inputs.coords[2:])
+    assert torch.equal(fake.styles[:2], fake.styles[2:])
+    assert not torch.equal(fake.inputs.local_latents[:2], fake.inputs.local_latents[2:])
+    # Labels follow the coordinates (the reference forgot to copy them).
+    assert paired_labels(torch.tensor([0.1, 0.2, 0.3, 0.4])).tolist() == pytest.approx([0.1, 0.2, 0.1, 0.2])
+    # Vertical coordinates follow each sample's position: higher patches see a more negative tanh.
+    vertical = fake.inputs.coords[:, 0].mean(dim=(1, 2))
+    assert vertical[0] < vertical[1]
+
+
+# ---- discriminator and losses -------------------------------------------------------------------------------------
+
+
+def test_minibatch_stddev_groups_four_samples():
+    assert STDDEV_GROUP == 4
+    assert Discriminator(69).stddev_group == 4
+    x = torch.randn(8, 5, 3, 3)
+    base = minibatch_stddev(x)[:, -1, 0, 0]
+    changed = x.clone()
+    changed[1] += 10.0  # sample 1's group is {1, 3, 5, 7}
+    stat = minibatch_stddev(changed)[:, -1, 0, 0]
+    for i in (0, 2, 4, 6):
+        assert stat[i] == base[i]
+    for i in (1, 3, 5, 7):
+        assert stat[i] > base[i]
+    with pytest.raises(ValueError, match="divisible"):
+        minibatch_stddev(torch.randn(6, 2, 2, 2))
+    assert minibatch_stddev(torch.randn(2, 2, 2, 2)).shape == (2, 3, 2, 2)  # batch < 4: one group of 2
+
+
+def test_discriminator_handles_odd_sizes():
+    for size in (37, 69):
+        logits, position = Discriminator(size, base_width=8, max_width=32)(torch.randn(4, 3, size, size))
+        assert logits.shape == position.shape == (4,)
+        assert position.abs().max() <= 1
+
+
+def test_diversity_loss_is_larger_when_structures_are_closer():
+    torch.manual_seed(0)
+    local_a, local_b = torch.randn(2, 4, 9, 9), torch.randn(2, 4, 9, 9)
+    structure = torch.randn(2, 6, 3, 3)
+    far = diversity_loss(local_a, local_b, structure, structure + torch.randn(2, 6, 3, 3))
+    near = diversity_loss(local_a, local_b, structure, structure + 0.1 * torch.randn(2, 6, 3, 3))
+    assert near > far > 0
+    # Minimising it pushes the pair apart: the gradient on structure_b points away from structure_a.
+    structure_b = (structure + 0.5).requires_grad_(True)
+    diversity_loss(local_a, local_b, structure, structure_b).backward()
+    assert (structure_b.grad * (structure_b.detach() - structure)).sum() < 0
+
+
+def test_r1_penalty_of_a_linear_critic():
+    images = torch.randn(3, 2, 4, 4, requires_grad=True)
+    weight = torch.randn(2, 4, 4)
+    logits = (images * weight).flatten(1).sum(1)
+    assert float(r1_penalty(logits, images)) == pytest.approx(float(weight.pow(2).sum()), rel=1e-5)
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------------
+
+
+def test_eval_cli_prints_one_json_object(landscape_dir, tmp_path, capsys):
+    from infinitygan.checkpoint import save_generator
+    from infinitygan.cli import main
+
+    checkpoint = save_generator(build_generator("tiny"), tmp_path / "tiny.safetensors", {"scene_height": 128})
+    argv = [
+        "eval",
+        str(checkpoint),
+        "--data",
+        str(landscape_dir),
+        "--json",
+        "--out",
+        str(tmp_path / "eval"),
+        "--patches",
+        "16",
+        "--scaleinv-images",
+        "2",
+        "--seeds",
+        "2",
+    ]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("swd", "swd_real_floor", "swd_scaleinv_4x", "seam_score", "diversity"):
+        assert isinstance(result[key], float) and math.isfinite(result[key]), key
+    assert result["scene_height"] == 128
+    assert result["swd_real_floor"] < result["swd"]  # an untrained model is far from the data
+    assert (tmp_path / "eval" / "contact_sheet.png").is_file()
+    assert (tmp_path / "eval" / "large_render.png").is_file()
+
+
+def test_train_cli_rejects_missing_data(tmp_path, capsys):
+    from infinitygan.cli import main
+
+    code = main(["train", "--preset", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
+    assert code != 0
+    assert "error" in capsys.readouterr().err
