@@ -30,6 +30,10 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=args.log_level,
         proxy_headers=True,
+        # On SIGTERM uvicorn stops accepting, finishes requests in flight, then runs the lifespan shutdown (which
+        # waits for the render threads). Bounded so the process exits before an orchestrator's SIGKILL (Docker: 10 s
+        # by default; docker-compose.yml gives 30 s).
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
 
 
@@ -43,6 +47,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (more than 1 needs REDIS_URL)")
     p.add_argument("--model", default=None, help="generator checkpoint; overrides INFINITYGAN_MODEL")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for requests in flight before cancelling them (default 20)",
+    )
     p.set_defaults(handler=_cmd_serve)
 
 
