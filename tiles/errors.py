@@ -29,3 +29,23 @@ class RenderQueueFull(TileError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class UploadTooLarge(TileError):
+    """An uploaded photo has more bytes, or more pixels, than the service accepts."""
+
+
+class UnsupportedImage(TileError):
+    """An upload that is not an image in one of the accepted formats (PNG, JPEG, WebP)."""
+
+
+class BadImage(TileError):
+    """An upload in an accepted format that cannot be used: empty, truncated or corrupt."""
+
+
+class UnknownJob(TileError):
+    """No outpainting job with this id exists."""
+
+
+class NotAnchored(TileError):
+    """The world has no photo anchor, so it has nothing to preview."""

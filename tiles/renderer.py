@@ -10,6 +10,7 @@ import torch
 
 from infinitygan.generator import Generator
 from infinitygan.world import World, WorldSpec
+from tiles.anchors import StoredAnchor
 from tiles.geometry import TileAddress
 from tiles.imaging import encode_png
 
@@ -34,23 +35,24 @@ class TileRenderer:
     def __init__(self, generator: Generator) -> None:
         self.generator = generator.eval()
         self.model_hash = model_hash_of(generator)
-        self._worlds: OrderedDict[WorldSpec, World] = OrderedDict()
+        self._worlds: OrderedDict[tuple[WorldSpec, str | None], World] = OrderedDict()
         self._lock = threading.Lock()
 
-    def world(self, spec: WorldSpec) -> World:
+    def world(self, spec: WorldSpec, anchor: StoredAnchor | None = None) -> World:
         # A World precomputes its styles; memoise a few so each tile does not redo that.
+        key = (spec, anchor.id if anchor is not None else None)
         with self._lock:
-            world = self._worlds.get(spec)
+            world = self._worlds.get(key)
             if world is None:
-                world = World(self.generator, spec)
-                self._worlds[spec] = world
+                world = World(self.generator, spec, anchor.anchor if anchor is not None else None)
+                self._worlds[key] = world
                 if len(self._worlds) > WORLD_MEMO_SIZE:
                     self._worlds.popitem(last=False)
             else:
-                self._worlds.move_to_end(spec)
+                self._worlds.move_to_end(key)
             return world
 
-    def render_native_png(self, spec: WorldSpec, tile: TileAddress) -> bytes:
+    def render_native_png(self, spec: WorldSpec, tile: TileAddress, anchor: StoredAnchor | None = None) -> bytes:
         with torch.inference_mode():
-            pixels = self.world(spec).render_chunk(tile.y, tile.x)
+            pixels = self.world(spec, anchor).render_chunk(tile.y, tile.x)
         return encode_png(pixels)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from tiles.anchors import AnchorStore
 from tiles.cache import TileCache, tile_key
 from tiles.errors import RenderQueueFull
 from tiles.geometry import TileAddress, TileGrid
@@ -51,6 +52,7 @@ class TileService:
         scheduler: RenderScheduler,
         grid: TileGrid,
         metrics: TileMetrics,
+        anchors: AnchorStore | None = None,
         *,
         lock_ttl_ms: int = LOCK_TTL_MS,
         lock_poll_s: float = LOCK_POLL_S,
@@ -60,6 +62,7 @@ class TileService:
         self.scheduler = scheduler
         self.grid = grid
         self.metrics = metrics
+        self.anchors = anchors or AnchorStore(cache.link)
         self.lock_ttl_ms = lock_ttl_ms
         self.lock_poll_s = lock_poll_s
         self._flights: SingleFlight[bytes] = SingleFlight()
@@ -142,7 +145,8 @@ class TileService:
     async def _render(self, world: WorldRecord, tile: TileAddress) -> bytes:
         if tile.z == self.grid.native_zoom:
             kind = "native"
-            png, seconds = await self.scheduler.run(_timed, self.renderer.render_native_png, world.spec, tile)
+            anchor = await self.anchors.get(world.anchor) if world.anchor is not None else None
+            png, seconds = await self.scheduler.run(_timed, self.renderer.render_native_png, world.spec, tile, anchor)
         else:
             kind = "zoomout"
             children = await asyncio.gather(*(self._tile_png(world, child) for child in self.grid.children(tile)))

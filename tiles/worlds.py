@@ -1,4 +1,5 @@
-"""Worlds the service knows: a seed and psi under a content-addressed id, persisted in Redis without a TTL."""
+"""Worlds the service knows: a seed and psi (and optionally a photo anchor) under a content-addressed id, persisted
+in Redis without a TTL."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ WORLD_KEY_PREFIX = "world:"
 MEMO_SIZE = 4096
 
 
-def world_id(model_hash: str, seed: int, psi: float) -> str:
-    """Same model, seed and psi -> same id, so creating a world twice is harmless. The model hash is part of the id
-    because tile URLs under a world id are served as immutable: a different model must never reuse the URL."""
-    return hashlib.sha256(f"{model_hash}/{seed}/{float(psi)!r}".encode()).hexdigest()[:16]
+def world_id(model_hash: str, seed: int, psi: float, anchor: str | None = None) -> str:
+    """Same model, seed and psi (and anchor) -> same id, so creating a world twice is harmless. The model hash is part
+    of the id because tile URLs under a world id are served as immutable: a different model must never reuse the URL.
+    The anchor id is itself content-addressed (photo, parameters, model), so it pins the anchored pixels too."""
+    key = f"{model_hash}/{seed}/{float(psi)!r}" + (f"/anchor/{anchor}" if anchor is not None else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -29,23 +32,51 @@ class WorldRecord:
     seed: int
     psi: float
     model_hash: str
+    anchor: str | None = None  # id of a photo anchor in the AnchorStore
+    footprint: tuple[int, int, int, int] | None = None  # the anchor's photo (x, y, width, height), native pixels
 
     @classmethod
-    def create(cls, model_hash: str, seed: int, psi: float = DEFAULT_PSI) -> WorldRecord:
+    def create(
+        cls,
+        model_hash: str,
+        seed: int,
+        psi: float = DEFAULT_PSI,
+        *,
+        anchor: str | None = None,
+        footprint: tuple[int, int, int, int] | None = None,
+    ) -> WorldRecord:
         WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
-        return cls(id=world_id(model_hash, seed, psi), seed=seed, psi=float(psi), model_hash=model_hash)
+        return cls(
+            id=world_id(model_hash, seed, psi, anchor),
+            seed=seed,
+            psi=float(psi),
+            model_hash=model_hash,
+            anchor=anchor,
+            footprint=tuple(footprint) if footprint is not None else None,
+        )
 
     @property
     def spec(self) -> WorldSpec:
         return WorldSpec(seed=self.seed, psi=self.psi)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if self.anchor is None:  # plain worlds keep the record format they had before anchors existed
+            del data["anchor"], data["footprint"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorldRecord:
         data = json.loads(text)
-        return cls(id=data["id"], seed=int(data["seed"]), psi=float(data["psi"]), model_hash=data["model_hash"])
+        footprint = data.get("footprint")
+        return cls(
+            id=data["id"],
+            seed=int(data["seed"]),
+            psi=float(data["psi"]),
+            model_hash=data["model_hash"],
+            anchor=data.get("anchor"),
+            footprint=tuple(int(v) for v in footprint) if footprint is not None else None,
+        )
 
 
 class WorldRegistry:
