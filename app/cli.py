@@ -102,7 +102,39 @@ def _add_seed(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_seed)
 
 
-SERVICE_SUBCOMMANDS: list = [_add_serve, _add_seed]
+def _cmd_worker(args: argparse.Namespace) -> None:
+    import logging
+
+    from app.settings import Settings
+    from app.worker import main_loop
+
+    settings = Settings()
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    if args.concurrency:
+        settings = settings.model_copy(update={"outpaint_concurrency": args.concurrency})
+    if settings.redis_url is None:
+        raise model_cli.CLIError("a worker takes jobs from the server's queue: set REDIS_URL to the server's Redis")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    done = main_loop(settings)
+    print(f"worker stopped after {done} jobs", file=sys.stderr)
+
+
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run outpainting jobs from the shared queue (needs REDIS_URL; run the server with "
+        "INFINITYGAN_OUTPAINT_WORKER=false); stops cleanly on SIGINT/SIGTERM, handing a running job back",
+    )
+    p.add_argument("--model", default=None, help="generator checkpoint; overrides INFINITYGAN_MODEL")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="jobs at once; overrides INFINITYGAN_OUTPAINT_CONCURRENCY"
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=_cmd_worker)
+
+
+SERVICE_SUBCOMMANDS: list = [_add_serve, _add_seed, _add_worker]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

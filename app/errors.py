@@ -11,13 +11,29 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from infinitygan.world import RegionError
-from tiles.errors import RenderQueueFull, TileOutOfBounds, UnknownWorld, WorldStoreUnavailable, ZoomOutOfRange
+from tiles.errors import (
+    BadImage,
+    NotAnchored,
+    RenderQueueFull,
+    TileOutOfBounds,
+    UnknownJob,
+    UnknownWorld,
+    UnsupportedImage,
+    UploadTooLarge,
+    WorldStoreUnavailable,
+    ZoomOutOfRange,
+)
 
 log = logging.getLogger(__name__)
 
 ERROR_STATUS: dict[type[Exception], int] = {
     ZoomOutOfRange: 404,
     UnknownWorld: 404,
+    UnknownJob: 404,
+    NotAnchored: 404,
+    UploadTooLarge: 413,  # too many bytes, or too many pixels (a decompression bomb)
+    UnsupportedImage: 415,
+    BadImage: 400,  # empty, truncated or corrupt
     TileOutOfBounds: 400,
     RegionError: 422,  # world parameters (seed, psi) the model cannot use
     RenderQueueFull: 503,

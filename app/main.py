@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from app.errors import add_exception_handlers
 from app.middleware import ResponseHeadersMiddleware
 from app.resources import open_resources
-from app.routes import demo, meta, tiles, worlds
+from app.routes import demo, meta, outpaint, tiles, worlds
 from app.routes.demo import STATIC_DIR
 from app.settings import Settings
 
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Tiles are read from other origins (Leaflet with crossOrigin, canvas read-back); writes stay same-origin.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], expose_headers=["X-Cache", "ETag"])
     app.add_middleware(ResponseHeadersMiddleware, error_max_age_s=settings.error_max_age_s)
-    for module in (tiles, worlds, meta, demo):
+    for module in (tiles, worlds, outpaint, meta, demo):
         app.include_router(module.router)
     app.mount("/vendor/leaflet", StaticFiles(directory=leaflet_dir()), name="leaflet")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 from app.settings import Settings
 from infinitygan.checkpoint import load_generator
+from tiles.anchors import AnchorStore
 from tiles.cache import TileCache
 from tiles.embedded_redis import EmbeddedRedis
 from tiles.geometry import TileGrid
+from tiles.jobs import JobQueue
 from tiles.metrics import TileMetrics
+from tiles.outpaint import OutpaintWorker
 from tiles.redis_link import RedisLink, connect
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler
@@ -28,11 +31,17 @@ class Resources:
     settings: Settings
     tiles: TileService
     worlds: WorldRegistry
+    jobs: JobQueue
+    worker: OutpaintWorker | None  # the embedded outpainting worker, if this process runs one
     metrics: TileMetrics
     link: RedisLink
     redis_url: str
     redis_embedded: bool
     cache_warning: str | None
+
+
+def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
+    return JobQueue(link, model_hash, lease_s=settings.outpaint_lease_s, max_attempts=settings.outpaint_max_attempts)
 
 
 @asynccontextmanager
@@ -58,14 +67,21 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         cache = TileCache(link)
         grid = TileGrid(settings.native_zoom, settings.zoom_out_levels)
         default_world = WorldRecord.create(renderer.model_hash, settings.default_seed, settings.default_psi)
+        jobs = job_queue(link, renderer.model_hash, settings)
+        worker = None
+        if settings.outpaint_worker:
+            worker = OutpaintWorker(generator, jobs, concurrency=settings.outpaint_concurrency, name="embedded-worker")
+            await stack.enter_async_context(worker)
         warning = await cache.check_eviction_policy()
         if warning:
             log.warning(warning)
         log.info("model %s, redis %s", renderer.model_hash, "embedded" if settings.redis_url is None else "external")
         yield Resources(
             settings=settings,
-            tiles=TileService(renderer, cache, scheduler, grid, metrics),
+            tiles=TileService(renderer, cache, scheduler, grid, metrics, AnchorStore(link)),
             worlds=WorldRegistry(link, renderer.model_hash, default_world),
+            jobs=jobs,
+            worker=worker,
             metrics=metrics,
             link=link,
             redis_url=redis_url,

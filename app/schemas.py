@@ -16,6 +16,15 @@ class WorldCreate(BaseModel):
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True, description="truncation psi")
 
 
+class Footprint(BaseModel):
+    """Where a photo sits, in world pixels at the native zoom: [x, x + width) x [y, y + height)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
 class World(BaseModel):
     id: str
     seed: int
@@ -23,6 +32,42 @@ class World(BaseModel):
     model_hash: str
     tiles: str = Field(description="tile URL template")
     tilejson: str
+    footprint: Footprint | None = Field(None, description="the anchored photo's place; None for a plain world")
+    preview: str | None = Field(None, description="PNG of the photo and its surroundings; None for a plain world")
+
+
+class OutpaintParams(BaseModel):
+    """Form fields of POST /outpaint besides the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the world the photo is placed in")
+    psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation psi")
+    quality: Literal["fast", "best"] = Field("fast", description="inversion effort: fast (~40 steps) or best")
+
+
+class JobResultBody(BaseModel):
+    world_id: str
+    footprint: Footprint
+    tilejson: str
+    preview: str
+    reconstruction_psnr: float = Field(description="dB, the generator's own fit of the photo, before pasting it")
+    seconds: float = Field(description="inversion time")
+
+
+class Job(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: int = Field(ge=0, le=100)
+    seed: int
+    psi: float
+    quality: Literal["fast", "best"]
+    steps: int
+    attempts: int = Field(description="runs started; a run lost with its worker is retried")
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    result: JobResultBody | None = None
 
 
 class TileJSON(BaseModel):

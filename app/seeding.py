@@ -18,7 +18,8 @@ async def seed_tiles(
 ) -> int:
     """Render every tile of zoom levels zooms[0]..zooms[1] touching world pixels bbox = (x0, y0, x1, y1); returns the
     number of tiles. Native zoom first, so zoom-out tiles are built from cached children."""
-    async with open_resources(settings) as resources:
+    # Seeding renders tiles only: no outpainting worker in this short-lived process.
+    async with open_resources(settings.model_copy(update={"outpaint_worker": False})) as resources:
         world = resources.worlds.default if world_id == "default" else await resources.worlds.get(world_id)
         service = resources.tiles
         low, high = sorted(zooms)

@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     )
     embedded_redis_maxmemory: str = "256mb"
     embedded_redis_data_dir: Path | None = Field(
-        None, description="keep the embedded Redis's data (worlds, tiles) here across restarts; None = in memory only"
+        Path("var/redis"),
+        description="the embedded Redis's append-only file (worlds, photo anchors, jobs, tiles) lives here, so they "
+        "survive restarts; relative to the working directory; None = in memory only",
     )
     native_zoom: int = Field(5, ge=0, le=30)
     zoom_out_levels: int = Field(3, ge=0, le=8, description="zoom levels below native rendered by downsampling")
@@ -36,3 +38,18 @@ class Settings(BaseSettings):
     default_world_max_age_s: int = Field(
         86400, ge=0, description="max-age of /tiles/...: that URL is not versioned by model, so it is not immutable"
     )
+    outpaint_worker: bool = Field(
+        True, description="run outpainting jobs in this process; false when separate `infinitygan worker`s run them"
+    )
+    outpaint_concurrency: int = Field(1, ge=1, le=16, description="outpainting jobs one worker runs at once")
+    outpaint_steps: int | None = Field(
+        None, ge=1, le=5000, description="inversion steps for every quality (tests, experiments); None = the quality's"
+    )
+    outpaint_max_upload_bytes: int = Field(20 * 2**20, ge=1, description="larger uploads answer 413")
+    outpaint_max_pixels: int = Field(
+        40_000_000, ge=1, description="images with more pixels (read from the header, before decoding) answer 413"
+    )
+    outpaint_lease_s: float = Field(
+        30.0, gt=0, le=3600, description="a job whose worker stopped renewing its lease this long is run again"
+    )
+    outpaint_max_attempts: int = Field(3, ge=1, description="runs of one job before it is failed")

@@ -6,16 +6,23 @@ from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
-from app.schemas import TileJSON, World, WorldCreate
+from app.schemas import Footprint, TileJSON, World, WorldCreate
 from infinitygan.world import COORD_LIMIT
 from tiles.geometry import TILE_SIZE
+from tiles.preview import preview_png
 from tiles.worlds import WorldRecord
 
 router = APIRouter(tags=["worlds"])
 
+IMMUTABLE = "public, max-age=31536000, immutable"  # world ids are versioned by model and content
+
 
 def world_body(request: Request, record: WorldRecord) -> World:
     base = str(request.base_url).rstrip("/")
+    footprint = None
+    if record.footprint is not None:
+        x, y, width, height = record.footprint
+        footprint = Footprint(x=x, y=y, width=width, height=height)
     return World(
         id=record.id,
         seed=record.seed,
@@ -23,6 +30,8 @@ def world_body(request: Request, record: WorldRecord) -> World:
         model_hash=record.model_hash,
         tiles=f"{base}/worlds/{record.id}/tiles/{{z}}/{{x}}/{{y}}.png",
         tilejson=f"{base}/worlds/{record.id}/tilejson.json",
+        footprint=footprint,
+        preview=f"{base}/worlds/{record.id}/preview.png" if footprint is not None else None,
     )
 
 
@@ -33,7 +42,8 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
     return TileJSON(
         tiles=[world.tiles],
         name=f"InfinityGAN world {record.id}",
-        description=f"endless landscape, seed {record.seed}, psi {record.psi}",
+        description=f"endless landscape, seed {record.seed}, psi {record.psi}"
+        + (", continuing an uploaded photo" if record.anchor is not None else ""),
         version=f"{record.model_hash}.{record.id}",
         minzoom=grid.min_zoom,
         maxzoom=grid.native_zoom,
@@ -61,6 +71,17 @@ async def get_world(world: WorldDep, request: Request) -> World:
 @router.get("/worlds/{world}/tilejson.json", response_model=TileJSON, response_model_by_alias=True)
 async def world_tilejson(world: WorldDep, request: Request, resources: ResourcesDep) -> TileJSON:
     return tilejson_body(request, world, resources)
+
+
+@router.get(
+    "/worlds/{world}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the photo extended on every side"}},
+)
+async def world_preview(world: WorldDep, resources: ResourcesDep) -> Response:
+    """The anchored photo and half its size of generated landscape beyond each side (404 for a plain world)."""
+    png = await preview_png(resources.tiles, world)
+    return Response(png, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
 
 
 @router.get("/tilejson.json", response_model=TileJSON, response_model_by_alias=True)

@@ -1,0 +1,108 @@
+"""Outpainting: upload a photo, follow its job, and get the world that continues the photo on every side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app.dependencies import ResourcesDep
+from app.schemas import Footprint, Job, JobResultBody
+from app.uploads import read_outpaint_form
+from infinitygan.invert import QUALITY
+from tiles.jobs import TERMINAL, JobRecord, JobRequest
+from tiles.uploads import decode_photo
+
+router = APIRouter(tags=["outpaint"])
+
+MAX_WAIT_S = 300.0
+WAIT_POLL_S = 0.25
+NO_STORE = "no-store"
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP photo"},
+                        "seed": {"type": "integer", "default": 0},
+                        "psi": {"type": "number", "default": 0.8},
+                        "quality": {"type": "string", "enum": ["fast", "best"], "default": "fast"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def job_body(request: Request, record: JobRecord) -> Job:
+    result = None
+    if record.status == "succeeded" and record.result is not None:
+        base = str(request.base_url).rstrip("/")
+        world_id = record.result.world_id
+        x, y, width, height = record.result.footprint
+        result = JobResultBody(
+            world_id=world_id,
+            footprint=Footprint(x=x, y=y, width=width, height=height),
+            tilejson=f"{base}/worlds/{world_id}/tilejson.json",
+            preview=f"{base}/worlds/{world_id}/preview.png",
+            reconstruction_psnr=record.result.reconstruction_psnr,
+            seconds=record.result.seconds,
+        )
+    req = record.request
+    return Job(
+        id=record.id,
+        status=record.status,
+        progress=record.progress,
+        seed=req.seed,
+        psi=req.psi,
+        quality=req.quality,
+        steps=req.steps,
+        attempts=record.attempts,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        error=record.error,
+        result=result,
+    )
+
+
+@router.post("/outpaint", status_code=202, response_model=Job, openapi_extra=UPLOAD_BODY)
+async def outpaint(request: Request, response: Response, resources: ResourcesDep) -> Job:
+    """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`). The same photo
+    and parameters give the same job and world. Follow the job at the Location header."""
+    settings = resources.settings
+    image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
+    # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
+    await asyncio.to_thread(
+        decode_photo, image, max_bytes=settings.outpaint_max_upload_bytes, max_pixels=settings.outpaint_max_pixels
+    )
+    steps = settings.outpaint_steps or QUALITY[params.quality].steps
+    record, _ = await resources.jobs.submit(image, JobRequest(params.seed, params.psi, params.quality, steps))
+    response.headers["Location"] = f"/jobs/{record.id}"
+    response.headers["Cache-Control"] = NO_STORE
+    return job_body(request, record)
+
+
+@router.get("/jobs/{job}", response_model=Job)
+async def get_job(
+    job: Annotated[str, Path(description="job id")],
+    request: Request,
+    response: Response,
+    resources: ResourcesDep,
+    wait: Annotated[bool, Query(description="block until the job succeeds or fails, or `timeout` passes")] = False,
+    timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_S, description="longest wait in seconds")] = 30.0,
+) -> Job:
+    record = await resources.jobs.get(job)
+    deadline = time.monotonic() + timeout
+    while wait and record.status not in TERMINAL and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(WAIT_POLL_S, left))
+        record = await resources.jobs.get(job)
+    response.headers["Cache-Control"] = NO_STORE
+    return job_body(request, record)

@@ -1,0 +1,46 @@
+"""`infinitygan worker`: a process that only runs outpainting jobs from the shared Redis queue, until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import torch
+
+from app.resources import job_queue
+from app.settings import Settings
+from infinitygan.checkpoint import load_generator
+from tiles.outpaint import OutpaintWorker
+from tiles.redis_link import RedisLink, connect
+from tiles.renderer import model_hash_of
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
+    """Process jobs until `stop` is set; a job running then goes back to the queue. Returns the jobs finished."""
+    assert settings.redis_url is not None, "a separate worker needs the server's REDIS_URL"
+    generator = await asyncio.to_thread(load_generator, settings.model)
+    # Inversion is the only work here: share the cores among the concurrent jobs.
+    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.outpaint_concurrency))
+    link = RedisLink(connect(settings.redis_url))
+    try:
+        jobs = job_queue(link, model_hash_of(generator), settings)
+        async with OutpaintWorker(generator, jobs, concurrency=settings.outpaint_concurrency) as worker:
+            await stop.wait()
+        return worker.jobs_done
+    finally:
+        await link.close()
+
+
+def main_loop(settings: Settings) -> int:
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_worker(settings, stop)
+
+    return asyncio.run(run())
