@@ -150,6 +150,7 @@ class OutpaintWorker:
         request = record.request
         photo = decode_photo(image, max_bytes=UNLIMITED, max_pixels=UNLIMITED)
         placed, footprint = place_photo(np.ascontiguousarray(photo), self.scene_height)
+        placed = np.array(placed)  # writable: the anchor's safetensors export wraps it in a tensor
         config = dataclasses.replace(QUALITY[request.quality], steps=request.steps)
 
         def on_step(step: int, steps: int) -> None:

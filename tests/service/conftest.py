@@ -57,8 +57,12 @@ def tiny_generator(tiny_model: Path) -> Generator:
     return load_generator(tiny_model)
 
 
-def service_settings(redis_url: str, model: Path, **overrides: object) -> Settings:
-    return Settings(redis_url=redis_url, model=model, **overrides)
+# Few inversion steps and a short lease keep outpainting tests fast on two cores; the job machinery is the same.
+TEST_OUTPAINT = {"outpaint_steps": 3, "outpaint_lease_s": 1.0}
+
+
+def service_settings(redis_url: str | None, model: Path, **overrides: object) -> Settings:
+    return Settings(redis_url=redis_url, model=model, **{**TEST_OUTPAINT, **overrides})
 
 
 class LiveServer:

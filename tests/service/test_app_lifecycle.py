@@ -23,8 +23,11 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tin
     assert (settings.native_zoom, settings.max_pending_renders) == (7, 5)
 
 
-def test_without_redis_url_an_embedded_redis_lives_and_dies_with_the_app(tiny_model: Path) -> None:
-    server = LiveServer(Settings(model=tiny_model, redis_url=None, native_zoom=3, zoom_out_levels=1))
+def test_without_redis_url_an_embedded_redis_lives_and_dies_with_the_app(tiny_model: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    server = LiveServer(
+        Settings(model=tiny_model, redis_url=None, native_zoom=3, zoom_out_levels=1, embedded_redis_data_dir=data_dir)
+    )
     with server, httpx.Client(base_url=server.base_url, timeout=60) as client:
         socket_path = Path(server.resources.redis_url.removeprefix("unix://"))
         assert socket_path.exists()
@@ -36,6 +39,12 @@ def test_without_redis_url_an_embedded_redis_lives_and_dies_with_the_app(tiny_mo
         assert client.get("/tiles/1/0/0.png").status_code == 404  # native zoom 3, one level below
         assert client.get("/tilejson.json").json()["maxDisplayZoom"] == 6
     assert not socket_path.exists()
+    assert (data_dir / "appendonly.aof").stat().st_size > 0  # persisted by default: worlds and jobs outlive the app
+
+
+def test_embedded_redis_persists_to_the_working_directory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFINITYGAN_EMBEDDED_REDIS_DATA_DIR", raising=False)
+    assert Settings().embedded_redis_data_dir == Path("var/redis")
 
 
 def test_seed_prerenders_tiles_into_the_shared_cache(

@@ -1,0 +1,120 @@
+"""POST /outpaint end to end with the real landscape photo: a real queue on a real Redis, the embedded worker
+inverting with the (tiny) model, and tiles fetched over HTTP from a real uvicorn server."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import numpy as np
+import redis
+from PIL import Image
+
+from infinitygan.anchor import Anchor, Rect
+from infinitygan.invert import place_photo
+from tests.service.conftest import LiveServer
+from tests.service.outpaint_helpers import (
+    PHOTO,
+    border_seam_score,
+    decode,
+    psnr_uint8,
+    stitch_tiles,
+    submit,
+    wait_for_job,
+)
+from tiles.anchors import anchor_key
+from tiles.geometry import TILE_SIZE
+from tiles.preview import preview_rect
+
+SCENE_HEIGHT = 256  # the tiny test model carries no scene_height metadata: the service's default
+SEAM_MARGIN_PX = 32
+
+
+def test_outpainted_world_shows_the_photo_and_meets_the_base_world(
+    live_server: LiveServer, client: httpx.Client, redis_client: redis.Redis, tiny_generator
+) -> None:
+    photo_bytes = PHOTO.read_bytes()
+    submitted = submit(client, photo_bytes, seed=7, psi=0.8, quality="fast")
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    assert submitted.headers["location"] == f"/jobs/{job_id}"
+    assert submitted.json()["status"] in ("queued", "running") and submitted.json()["steps"] == 3
+
+    job = wait_for_job(client, job_id)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 100 and job["attempts"] == 1
+    result = job["result"]
+    fp = Rect(**result["footprint"])
+    expected_photo, expected_fp = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), SCENE_HEIGHT)
+    assert fp == expected_fp
+    world_id = result["world_id"]
+    assert result["tilejson"].endswith(f"/worlds/{world_id}/tilejson.json")
+    world = client.get(f"/worlds/{world_id}").json()
+    assert world["footprint"] == result["footprint"] and (world["seed"], world["psi"]) == (7, 0.8)
+    assert client.get(result["tilejson"]).json()["world"]["id"] == world_id
+
+    # Content-addressed: the same photo and parameters are the same job; other parameters are another job.
+    again = submit(client, photo_bytes, seed=7, psi=0.8, quality="fast")
+    assert again.status_code == 202 and again.json()["id"] == job_id and again.json()["status"] == "succeeded"
+    assert submit(client, photo_bytes, seed=8).json()["id"] != job_id
+
+    anchor = Anchor.from_bytes(redis_client.get(anchor_key(job_id)))
+    assert np.array_equal(anchor.photo, expected_photo)
+
+    # Inside the footprint the served tiles are the photo (exactly, once past the feather band).
+    area = fp.expanded(SEAM_MARGIN_PX)
+    anchored = stitch_tiles(client, world_id, area)
+    inside = anchored[SEAM_MARGIN_PX : SEAM_MARGIN_PX + fp.height, SEAM_MARGIN_PX : SEAM_MARGIN_PX + fp.width]
+    band = anchor.feather_px + 1
+    served_psnr = psnr_uint8(inside[band:-band, band:-band], expected_photo[band:-band, band:-band])
+    whole_psnr = psnr_uint8(inside, expected_photo)
+    print(
+        f"\nreconstruction PSNR (generator alone, before pasting): {result['reconstruction_psnr']:.2f} dB;"
+        f" served PSNR inside the footprint without the {band}px feather band: {served_psnr:.2f} dB;"
+        f" with it: {whole_psnr:.2f} dB"
+    )
+    assert served_psnr > 40.0
+    assert np.array_equal(inside[band:-band, band:-band], expected_photo[band:-band, band:-band])
+    assert math.isfinite(result["reconstruction_psnr"]) and result["reconstruction_psnr"] > 5.0
+
+    # Across the footprint's border: no seam beyond what the model shows anywhere on its own world.
+    base_id = client.post("/worlds", json={"seed": 7, "psi": 0.8}).json()["id"]
+    base = stitch_tiles(client, base_id, area)
+    inner = Rect(SEAM_MARGIN_PX, SEAM_MARGIN_PX, fp.width, fp.height)
+    anchored_seam, base_seam = border_seam_score(anchored, inner), border_seam_score(base, inner)
+    print(f"seam score across the footprint border: anchored {anchored_seam:.3f}, base world {base_seam:.3f}")
+    assert anchored_seam < max(2.0, 2.0 * base_seam)
+
+    # Beyond the anchor's reach every tile is the base world's, byte for byte; near the photo they differ.
+    reach = anchor.reach(tiny_generator.geometry)
+    right = -(-(reach.x + reach.width) // TILE_SIZE)
+    left = reach.x // TILE_SIZE - 1
+    below = -(-(reach.y + reach.height) // TILE_SIZE)
+    for tx, ty in ((right, 0), (left, -1), (0, below), (right + 3, below + 2)):
+        ours = client.get(f"/worlds/{world_id}/tiles/5/{tx}/{ty}.png")
+        theirs = client.get(f"/worlds/{base_id}/tiles/5/{tx}/{ty}.png")
+        assert ours.status_code == theirs.status_code == 200
+        assert ours.content == theirs.content, (tx, ty)
+    assert (
+        client.get(f"/worlds/{world_id}/tiles/5/0/0.png").content
+        != client.get(f"/worlds/{base_id}/tiles/5/0/0.png").content
+    )
+
+    # The preview: the photo in the middle, generated landscape around it.
+    preview = client.get(result["preview"])
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    pixels, rect = decode(preview.content), preview_rect((fp.x, fp.y, fp.width, fp.height))
+    assert pixels.shape == (rect.height, rect.width, 3)
+    top, lft = fp.y - rect.y, fp.x - rect.x
+    assert np.array_equal(pixels[top : top + fp.height, lft : lft + fp.width], inside)
+    assert client.get(result["preview"]).content == preview.content
+    plain = client.get(f"/worlds/{base_id}/preview.png")
+    assert plain.status_code == 404 and "no photo" in plain.json()["detail"]
+
+
+def test_unknown_jobs_are_404(client: httpx.Client) -> None:
+    for job_id in ("0" * 16, "not-a-job", "ABCDEF0123456789"):
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code == 404 and "unknown job" in response.json()["detail"]
+    assert client.get("/jobs/" + "0" * 16, params={"wait": "true", "timeout": 0}).status_code == 422
+    assert client.get("/jobs/" + "0" * 16, params={"wait": "true", "timeout": 10_000}).status_code == 422
