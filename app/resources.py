@@ -16,7 +16,7 @@ from tiles.embedded_redis import EmbeddedRedis
 from tiles.geometry import TileGrid
 from tiles.jobs import JobQueue
 from tiles.metrics import TileMetrics
-from tiles.outpaint import OutpaintWorker
+from tiles.outpaint import OutpaintWorker, worker_link
 from tiles.redis_link import RedisLink, connect
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler
@@ -70,7 +70,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         jobs = job_queue(link, renderer.model_hash, settings)
         worker = None
         if settings.outpaint_worker:
-            worker = OutpaintWorker(generator, jobs, concurrency=settings.outpaint_concurrency, name="embedded-worker")
+            own_link = worker_link(redis_url)
+            stack.push_async_callback(own_link.close)  # closed after the worker stops (the stack unwinds LIFO)
+            worker = OutpaintWorker(
+                generator,
+                job_queue(own_link, renderer.model_hash, settings),
+                concurrency=settings.outpaint_concurrency,
+                name="embedded-worker",
+            )
             await stack.enter_async_context(worker)
         warning = await cache.check_eviction_policy()
         if warning:

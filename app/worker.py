@@ -12,8 +12,7 @@ import torch
 from app.resources import job_queue
 from app.settings import Settings
 from infinitygan.checkpoint import load_generator
-from tiles.outpaint import OutpaintWorker
-from tiles.redis_link import RedisLink, connect
+from tiles.outpaint import OutpaintWorker, worker_link
 from tiles.renderer import model_hash_of
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     generator = await asyncio.to_thread(load_generator, settings.model)
     # Inversion is the only work here: share the cores among the concurrent jobs.
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.outpaint_concurrency))
-    link = RedisLink(connect(settings.redis_url))
+    link = worker_link(settings.redis_url)
     try:
         jobs = job_queue(link, model_hash_of(generator), settings)
         async with OutpaintWorker(generator, jobs, concurrency=settings.outpaint_concurrency) as worker:

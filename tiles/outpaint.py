@@ -22,14 +22,17 @@ from infinitygan.generator import Generator
 from infinitygan.invert import QUALITY, invert_photo, place_photo
 from infinitygan.world import WorldSpec
 from tiles.jobs import Claim, JobQueue, JobRecord, JobResult
-from tiles.redis_link import RedisUnavailable
+from tiles.redis_link import RedisLink, RedisUnavailable, connect
 from tiles.renderer import model_hash_of
 from tiles.uploads import decode_photo
 from tiles.worlds import WorldRecord
 
 log = logging.getLogger(__name__)
 
-CLAIM_WAIT_S = 1.0  # a blocking claim returns this often to notice a stop (below the Redis command timeout)
+CLAIM_WAIT_S = 1.0  # a blocking claim returns this often to notice a stop
+# The worker's own connection: blocking claims must not time out on a busy machine, and its failures must not mark
+# the API's link down (tiles and world creation would answer from their outage path for a cool-down).
+WORKER_COMMAND_TIMEOUT_S = CLAIM_WAIT_S + 10.0
 PROGRESS_INTERVAL_S = 0.5
 INVERSION_SHARE = 95  # progress while fitting; storing the anchor and world is the rest
 REDIS_RETRY_S = 1.0
@@ -38,6 +41,10 @@ UNLIMITED = 1 << 62  # the upload was checked on submission; limits may since ha
 
 class Interrupted(Exception):
     """The worker is stopping: the running inversion gives up at its next step and the job goes back on the queue."""
+
+
+def worker_link(redis_url: str) -> RedisLink:
+    return RedisLink(connect(redis_url, command_timeout_s=WORKER_COMMAND_TIMEOUT_S))
 
 
 def scene_height_of(generator: Generator) -> int:

@@ -27,9 +27,9 @@ class RedisUnavailable(Exception):
     """Redis could not be reached or refused the command."""
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, *, command_timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Redis:
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S, health_check_interval=30
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s, health_check_interval=30
     )
 
 
