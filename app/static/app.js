@@ -84,6 +84,67 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
   }
 });
 
+// Outpainting: upload a photo into the current seed/psi, follow the job, then fly to the photo in its new world.
+const JOB_POLL_MS = 500;
+window.lastJob = null; // read by the browser test, with landedOn (the world whose photo the view has reached)
+window.landedOn = null;
+
+function showJob(job) {
+  const bar = document.getElementById("job-progress");
+  bar.hidden = false;
+  bar.value = job.progress;
+  const attempt = job.attempts > 1 ? ` (attempt ${job.attempts})` : "";
+  document.getElementById("job-status").textContent = `job ${job.id}: ${job.status} ${job.progress}%${attempt}`;
+  window.lastJob = job;
+}
+
+async function followJob(job) {
+  showJob(job);
+  while (job.status === "queued" || job.status === "running") {
+    await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+    job = await fetchJSON(`/jobs/${encodeURIComponent(job.id)}`);
+    showJob(job);
+  }
+  if (job.status !== "succeeded") throw new Error(`outpainting failed: ${job.error || job.status}`);
+  return job;
+}
+
+async function flyToPhoto(result) {
+  await openWorld(result.world_id, null);
+  const fp = result.footprint;
+  const nz = tilejson.nativeZoom;
+  const bounds = L.latLngBounds(map.unproject([fp.x, fp.y], nz), map.unproject([fp.x + fp.width, fp.y + fp.height], nz));
+  // Padding leaves room for the generated surroundings; no deeper than native, where tiles are 1:1.
+  const landed = new Promise((resolve) => map.once("moveend", resolve));
+  map.flyToBounds(bounds, { padding: [80, 80], maxZoom: nz, duration: 1.0 });
+  await landed;
+  window.landedOn = result.world_id;
+}
+
+document.getElementById("outpaint").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = document.getElementById("photo").files[0];
+  if (!file) { showError("choose a photo first"); return; }
+  const seed = document.getElementById("seed").value.trim() || "0";
+  if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
+  const form = new FormData();
+  form.append("image", file);
+  form.append("seed", seed);
+  form.append("psi", document.getElementById("psi").value || "0.8");
+  form.append("quality", document.getElementById("quality").value);
+  const button = event.target.querySelector("button");
+  button.disabled = true;
+  showError("");
+  try {
+    const job = await followJob(await fetchJSON("/outpaint", { method: "POST", body: form }));
+    await flyToPhoto(job.result);
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
 map.on("moveend zoomend", writeHash);
 let pointer = null;
 function showReadout() {

@@ -133,5 +133,13 @@ class Chromium:
         self.mouse("mousePressed", x, y, button="left", buttons=1, clickCount=1)
         self.mouse("mouseReleased", x, y, button="left", buttons=0, clickCount=1)
 
+    def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Choose files in an <input type=file>, as a user picking them in the file dialog would."""
+        root = self.call("DOM.getDocument", depth=0)["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        if not node:
+            raise RuntimeError(f"no element matches {selector!r}")
+        self.call("DOM.setFileInputFiles", files=[str(path.resolve()) for path in paths], nodeId=node)
+
     def screenshot(self) -> bytes:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])

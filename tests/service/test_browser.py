@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.service.cdp import Chromium, find_chromium
 from tests.service.conftest import LiveServer, metric
+from tests.service.outpaint_helpers import PHOTO
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOADED = "window.tileStats ? window.tileStats.loaded : 0"
@@ -85,6 +86,29 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
         assert f"world={new_world['id']}" in browser.evaluate("location.hash")
         assert browser.evaluate("document.getElementById('error').textContent") == ""
         (ARTIFACTS / "demo-other-world.png").write_bytes(browser.screenshot())
+
+        # Outpaint: pick the landscape photo, watch the job's progress, land on the photo in its new world.
+        loaded_before = browser.evaluate(LOADED)
+        browser.set_files("#photo", [PHOTO])
+        browser.evaluate("document.getElementById('outpaint').requestSubmit(); true")
+        browser.wait_for("window.lastJob !== null", 30)
+        job = browser.wait_for("window.lastJob && window.lastJob.status === 'succeeded' && window.lastJob", 180)
+        assert (job["seed"], job["psi"]) == (4242, 0.7)  # into the world the picker shows
+        photo_world = job["result"]["world_id"]
+        browser.wait_for(f"tilejson && tilejson.world.id === '{photo_world}'")
+        browser.wait_for(f"window.landedOn === '{photo_world}'", 30)  # the flight to the footprint has landed
+        wait_until_tiles_settle(browser, loaded_before + 12)  # 1280x800 at native zoom shows at least 5 x 3 tiles
+        shown = "Array.from(document.querySelectorAll('img.leaflet-tile-loaded')).map(t => t.src)"
+        assert sum(photo_world in src for src in browser.evaluate(shown)) >= 12
+        fp = job["result"]["footprint"]
+        assert browser.evaluate(
+            f"map.getBounds().contains(L.latLngBounds(map.unproject([{fp['x']}, {fp['y']}], 5),"
+            f" map.unproject([{fp['x'] + fp['width']}, {fp['y'] + fp['height']}], 5)))"
+        ), "the view does not show the whole photo"
+        assert browser.evaluate("document.getElementById('job-progress').value") == 100
+        assert browser.evaluate("document.getElementById('error').textContent") == ""
+        assert browser.evaluate("window.tileStats.errors") == 0
+        (ARTIFACTS / "demo-outpainted.png").write_bytes(browser.screenshot())
 
     served_after = metric(client, "tiles_served_total", zoom="5", cache="miss") + metric(
         client, "tiles_served_total", zoom="5", cache="hit"
