@@ -28,7 +28,7 @@ from tiles.redis_link import RedisLink, connect
 from tiles.worlds import WORLD_KEY_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
-LONG_JOB_STEPS = 15  # long enough to be caught mid-run on a busy machine, short enough for the suite
+LONG_JOB_STEPS = 30  # long enough to be caught (and stopped) mid-run however fast the machine, short enough to finish
 
 
 def without_urls(job: dict) -> dict:
@@ -51,7 +51,9 @@ def photo_pixels_inside_tile(client: httpx.Client, world_id: str, job: dict) -> 
 
 def test_restarting_the_service_mid_job_and_after_it_loses_nothing(tiny_model: Path, tmp_path: Path) -> None:
     # The embedded default: no REDIS_URL, the embedded Redis persisting to a data directory.
-    settings = service_settings(None, tiny_model, embedded_redis_data_dir=tmp_path / "redis", outpaint_steps=15)
+    settings = service_settings(
+        None, tiny_model, embedded_redis_data_dir=tmp_path / "redis", outpaint_steps=LONG_JOB_STEPS
+    )
 
     with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
         job_id = submit(client, PHOTO.read_bytes(), seed=3).json()["id"]
