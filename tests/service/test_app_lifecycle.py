@@ -75,3 +75,10 @@ def test_serve_refuses_several_workers_without_a_shared_redis(monkeypatch: pytes
     monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli_main(["serve", "--workers", "2"]) == 1
     assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_worker_refuses_to_run_without_a_shared_redis(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("INFINITYGAN_REDIS_URL", raising=False)
+    assert cli_main(["worker"]) == 1
+    assert "REDIS_URL" in capsys.readouterr().err
