@@ -61,8 +61,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: Path, port: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, workdir: Path) -> subprocess.Popen:
     env = {**os.environ, "INFINITYGAN_MODEL": str(model), "INFINITYGAN_MAX_PENDING_RENDERS": "256"}
+    # The embedded Redis persists by default: a fresh data dir per run, or "cold" tiles would be last run's hits.
+    env["INFINITYGAN_EMBEDDED_REDIS_DATA_DIR"] = str(workdir / "redis")
     env.pop("REDIS_URL", None)  # measure against the embedded Redis, never someone's real one
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app_from_env", "--factory",
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
@@ -133,7 +135,7 @@ def main() -> None:
         model, model_note = pick_model(args.model, Path(workdir))
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        server = start_server(model, port)
+        server = start_server(model, port, Path(workdir))
         try:
             wait_healthy(base_url, server)
             run_benchmark(base_url, args, model_note)
