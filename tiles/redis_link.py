@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 0.5
 COMMAND_TIMEOUT_S = 2.0
 COOL_DOWN_S = 1.0
+RECONNECT_RETRIES = 1
 
 
 class RedisUnavailable(Exception):
@@ -28,8 +32,16 @@ class RedisUnavailable(Exception):
 
 
 def connect(url: str, *, command_timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Redis:
+    # After a Redis restart every pooled connection is dead, and without a retry the first command on each one fails
+    # ("Connection closed by server"): a 503 for a world lookup or job submission. One immediate retry on a fresh
+    # connection absorbs that. Connection errors only: a timed-out command may have run, so it is not resent.
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=command_timeout_s, health_check_interval=30
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=command_timeout_s,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), RECONNECT_RETRIES),
+        retry_on_error=[RedisConnectionError],
     )
 
 
