@@ -24,7 +24,10 @@ def system_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def running_topology(tmp_path_factory: pytest.TempPathFactory, system_model: Path) -> Iterator[Topology]:
-    with Topology(tmp_path_factory.mktemp("topology"), system_model) as topology:
+    # The API replicas run no jobs (separate workers do, as in docker-compose.yml); short jobs and leases keep the
+    # worker test quick: a dead worker's job is requeued after two reaper scans a lease apart.
+    settings = {"outpaint_worker": "false", "outpaint_steps": "15", "outpaint_lease_s": "1"}
+    with Topology(tmp_path_factory.mktemp("topology"), system_model, **settings) as topology:
         yield topology
 
 
