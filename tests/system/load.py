@@ -12,7 +12,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -80,8 +80,11 @@ class Balancer:
             await client.aclose()
 
 
+PathChoice = Sequence[str] | Callable[[random.Random], str]
+
+
 async def _drive(
-    base_urls: Sequence[str], paths: Sequence[str], duration_s: float, concurrency: int, timeout_s: float, seed: int
+    base_urls: Sequence[str], paths: PathChoice, duration_s: float, concurrency: int, timeout_s: float, seed: int
 ) -> LoadResult:
     result = LoadResult()
     balancer = Balancer(base_urls, concurrency=concurrency, timeout_s=timeout_s)
@@ -90,9 +93,10 @@ async def _drive(
 
     async def user(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
+        pick = paths if callable(paths) else lambda rng: rng.choice(paths)
         while time.perf_counter() < deadline:
             sent = time.perf_counter()
-            response = await balancer.get(rng.choice(paths), result)
+            response = await balancer.get(pick(rng), result)
             if response is not None:
                 result.statuses[response.status_code] += 1
                 if response.status_code == 200:
@@ -108,13 +112,13 @@ async def _drive(
 
 def run_load(
     base_urls: Sequence[str],
-    paths: Sequence[str],
+    paths: PathChoice,
     *,
     duration_s: float,
     concurrency: int = 8,
     timeout_s: float = 60.0,
     seed: int = 0,
 ) -> LoadResult:
-    """`concurrency` users each send one GET at a time (a random path of `paths`) until `duration_s` has passed;
-    requests already sent then finish, so the run takes a little longer than `duration_s`."""
+    """`concurrency` users each send one GET at a time until `duration_s` has passed: a random one of `paths`, or
+    what `paths(rng)` returns. Requests already sent then finish, so the run takes a little longer than `duration_s`."""
     return asyncio.run(_drive(base_urls, paths, duration_s, concurrency, timeout_s, seed))

@@ -188,9 +188,13 @@ def service_env(redis_url: str, model: Path, **settings: str) -> dict[str, str]:
 class Topology:
     """Redis + API replicas + workers under one temporary directory."""
 
-    def __init__(self, workdir: Path, model: Path, *, replicas: int = 2, **settings: str) -> None:
+    def __init__(
+        self, workdir: Path, model: Path, *, replicas: int = 2, log_level: str = "info", **settings: str
+    ) -> None:
+        """`log_level` "info" logs every request and the shutdown sequence (tests read it); benchmarks lower it."""
         self.workdir = workdir
         self.model = model
+        self.log_level = log_level
         self.settings = settings
         self.redis = RedisServer(workdir / "redis")
         self.replicas: list[ServiceProcess] = [self._replica(i) for i in range(replicas)]
@@ -202,7 +206,7 @@ class Topology:
         return ServiceProcess(
             name=f"api-{index}",
             args=["serve", "--host", "127.0.0.1", "--port", str(port), "--graceful-timeout", "20",
-                  "--log-level", "info"],  # info: the shutdown sequence shows in the log
+                  "--log-level", self.log_level],
             env=self.env(),
             log_path=self.workdir / f"api-{index}.log",
             port=port,
