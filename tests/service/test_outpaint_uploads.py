@@ -15,22 +15,38 @@ from PIL import Image
 
 from tests.service.conftest import LiveServer, service_settings
 from tests.service.outpaint_helpers import PHOTO, submit
+from tiles.embedded_redis import EmbeddedRedis
 
 MAX_BYTES = 100_000
 MAX_PIXELS = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def upload_server(redis_url: str, tiny_model: Path) -> Iterator[LiveServer]:
+def upload_redis() -> Iterator[EmbeddedRedis]:
+    # A Redis of its own: the suite's shared one has other servers' embedded workers taking jobs off its queue.
+    with EmbeddedRedis(maxmemory="64mb") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def upload_server(upload_redis: EmbeddedRedis, tiny_model: Path) -> Iterator[LiveServer]:
     # No worker: accepted jobs stay queued, so what is stored is exactly what the API wrote.
     limits = {"outpaint_max_upload_bytes": MAX_BYTES, "outpaint_max_pixels": MAX_PIXELS}
-    settings = service_settings(redis_url, tiny_model, outpaint_worker=False, **limits)
+    settings = service_settings(upload_redis.url, tiny_model, outpaint_worker=False, **limits)
     with LiveServer(settings) as server:
         yield server
 
 
 @pytest.fixture
-def uploads(upload_server: LiveServer, redis_client: redis.Redis) -> Iterator[httpx.Client]:
+def upload_store(upload_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(upload_redis.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def uploads(upload_server: LiveServer, upload_store: redis.Redis) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=upload_server.base_url, timeout=60) as http:
         yield http
 
@@ -69,7 +85,7 @@ def multipart(image: bytes, boundary: str = "b0undary") -> bytes:
 
 
 def test_bad_uploads_get_the_right_4xx_and_leave_nothing_behind(
-    uploads: httpx.Client, redis_client: redis.Redis
+    uploads: httpx.Client, upload_store: redis.Redis
 ) -> None:
     photo = PHOTO.read_bytes()
     small = Image.new("RGB", (64, 48), (40, 90, 160))
@@ -119,11 +135,11 @@ def test_bad_uploads_get_the_right_4xx_and_leave_nothing_behind(
     assert_rejected(uploads.post("/outpaint", data={"seed": "1"}, files={"other": ("x", b"y")}), 422, "image")
 
     # Nothing was queued or stored for any of them.
-    assert redis_client.keys("job*") == [] and redis_client.keys("outpaint:*") == []
+    assert upload_store.keys("job*") == [] and upload_store.keys("outpaint:*") == []
 
     # The three accepted formats are accepted (and stay queued: this server runs no worker).
     for name, data in (("p.png", encoded(small, "PNG")), ("p.webp", encoded(small, "WEBP")), ("p.jpg", photo)):
         response = submit(uploads, data, name)
         assert response.status_code == 202, response.text
         assert response.json()["status"] == "queued"
-    assert len(redis_client.keys("job:*")) == 3 and len(redis_client.keys("job-image:*")) == 3
+    assert len(upload_store.keys("job:*")) == 3 and len(upload_store.keys("job-image:*")) == 3
