@@ -26,7 +26,7 @@ def system_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def running_topology(tmp_path_factory: pytest.TempPathFactory, system_model: Path) -> Iterator[Topology]:
     # The API replicas run no jobs (separate workers do, as in docker-compose.yml); short jobs and leases keep the
     # worker test quick: a dead worker's job is requeued after two reaper scans a lease apart.
-    settings = {"outpaint_worker": "false", "outpaint_steps": "15", "outpaint_lease_s": "1"}
+    settings = {"outpaint_worker": "false", "outpaint_steps": "30", "outpaint_lease_s": "1"}
     with Topology(tmp_path_factory.mktemp("topology"), system_model, **settings) as topology:
         yield topology
 
