@@ -56,7 +56,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = matmul_peak_gflops()
     print(f"dense fp32 matmul peak: {peak:.1f} GFLOP/s\n")
-    print(f"{'preset':<7} {'upsampler':<11} {'params':>10} {'GFLOP/tile':>11} {'ms/tile':>9} {'GFLOP/s':>8} {'of peak':>8}")
+    header = ("preset", "upsampler", "params", "GFLOP/tile", "ms/tile", "GFLOP/s", "of peak")
+    print("{:<7} {:<11} {:>10} {:>11} {:>9} {:>8} {:>8}".format(*header))
     for preset in args.presets:
         for upsampler in UPSAMPLERS:
             generator = build_generator(preset, upsampler=upsampler)
