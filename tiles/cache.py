@@ -31,6 +31,14 @@ end
 return 0
 """
 
+# Extend the lock only if we still own it: a holder renews while it works, so a dead holder's lock lapses quickly.
+_RENEW_LOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 
 def tile_key(model_hash: str, world_id: str, tile: TileAddress) -> str:
     return f"tile:{KEY_VERSION}:{model_hash}:{world_id}:{TILE_SIZE}:{tile.z}:{tile.x}:{tile.y}.png"
@@ -41,6 +49,7 @@ class TileCache:
         self.link = link
         self.tile_ttl_s = tile_ttl_s
         self._release = link.client.register_script(_RELEASE_LOCK)
+        self._renew = link.client.register_script(_RENEW_LOCK)
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -69,6 +78,23 @@ class TileCache:
             return
         with contextlib.suppress(RedisUnavailable):  # if Redis is down the lock expires by itself
             await self.link.run(lambda r: self._release(keys=[f"lock:{key}"], args=[token], client=r))
+
+    async def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Push our lock's expiry out again; False if it is no longer ours (or Redis is unreachable)."""
+        if token == LOCAL_ONLY:
+            return True
+        try:
+            renewed = await self.link.run(lambda r: self._renew(keys=[f"lock:{key}"], args=[token, ttl_ms], client=r))
+        except RedisUnavailable:
+            return False
+        return bool(renewed)
+
+    async def lock_held(self, key: str) -> bool:
+        """Whether some process holds this tile's render lock (False when Redis is unreachable)."""
+        try:
+            return bool(await self.link.run(lambda r: r.exists(f"lock:{key}")))
+        except RedisUnavailable:
+            return False
 
     async def check_eviction_policy(self) -> str | None:
         """A warning when the server's policy could evict worlds or never evict tiles; None when fine or unknown."""

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-LOCK_TTL_MS = 30_000  # longer than any single render; an expired lock only costs a duplicate render
+# The lock holder renews its lock every third of the TTL for as long as it works on the tile (queue wait included),
+# so a live holder keeps it however long the render takes, and a holder that died loses it within one TTL.
+LOCK_TTL_MS = 5_000
 LOCK_POLL_S = 0.05
+LOCK_MAX_WAIT_S = 120.0  # a holder still renewing after this long is treated as stuck: render here
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class TileService:
         *,
         lock_ttl_ms: int = LOCK_TTL_MS,
         lock_poll_s: float = LOCK_POLL_S,
+        lock_max_wait_s: float = LOCK_MAX_WAIT_S,
     ) -> None:
         self.renderer = renderer
         self.cache = cache
@@ -65,6 +69,7 @@ class TileService:
         self.anchors = anchors or AnchorStore(cache.link)
         self.lock_ttl_ms = lock_ttl_ms
         self.lock_poll_s = lock_poll_s
+        self.lock_max_wait_s = lock_max_wait_s
         self._flights: SingleFlight[bytes] = SingleFlight()
 
     @property
@@ -114,12 +119,10 @@ class TileService:
         return png
 
     async def _produce(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
-        token = await self.cache.acquire_lock(key, self.lock_ttl_ms)
-        if token is None:
-            png = await self._wait_for_other_replica(key)
-            if png is not None:
-                return png
-            log.warning("lock on %s outlived %d ms; rendering it here", key, self.lock_ttl_ms)
+        token = await self._lock_or_tile(key)
+        if isinstance(token, bytes):
+            return token  # another replica rendered it while we waited
+        keeper = asyncio.create_task(self._keep_lock(key, token)) if token is not None else None
         try:
             # The holder of the lock we just missed may have finished between our lookup and our lock.
             png = await self.cache.get(key) if token is not None else None
@@ -128,19 +131,38 @@ class TileService:
                 await self.cache.put(key, png)
             return png
         finally:
+            if keeper is not None:
+                keeper.cancel()
             if token is not None:
                 await self.cache.release_lock(key, token)
 
-    async def _wait_for_other_replica(self, key: str) -> bytes | None:
-        deadline = time.monotonic() + self.lock_ttl_ms / 1000
-        while time.monotonic() < deadline:
-            await asyncio.sleep(self.lock_poll_s)
-            png = await self.cache.get(key)
-            if png is not None:
-                return png
-            if not self.cache.link.up:
-                return None  # Redis went away: nobody can hand us the tile, render it ourselves
-        return None
+    async def _lock_or_tile(self, key: str) -> str | bytes | None:
+        """Our lock token; or the tile, if the replica holding the lock finishes it first; or None (render without
+        a lock) when Redis is gone or the holder looks stuck. A lock that vanishes without a tile (its holder died or
+        failed) is taken over."""
+        deadline = time.monotonic() + self.lock_max_wait_s
+        while True:
+            token = await self.cache.acquire_lock(key, self.lock_ttl_ms)
+            if token is not None:
+                return token
+            while True:
+                await asyncio.sleep(self.lock_poll_s)
+                png = await self.cache.get(key)
+                if png is not None:
+                    return png
+                if not self.cache.link.up:
+                    return None  # Redis went away: nobody can hand us the tile, render it ourselves
+                if time.monotonic() > deadline:
+                    log.warning("lock on %s held for over %.0f s; rendering it here", key, self.lock_max_wait_s)
+                    return None
+                if not await self.cache.lock_held(key):
+                    break  # try to take the lock over
+
+    async def _keep_lock(self, key: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.lock_ttl_ms / 3000)
+            if not await self.cache.renew_lock(key, token, self.lock_ttl_ms):
+                return
 
     async def _render(self, world: WorldRecord, tile: TileAddress) -> bytes:
         if tile.z == self.grid.native_zoom:

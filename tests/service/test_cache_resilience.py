@@ -121,6 +121,31 @@ def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_generator, 
     asyncio.run(scenario())
 
 
+def test_a_live_holder_keeps_its_lock_past_the_ttl_by_renewing(tiny_generator, redis_client, redis_url) -> None:
+    async def scenario() -> None:
+        holder, holder_link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
+        waiter, waiter_link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
+        world = WorldRecord.create(holder.model_hash, 8)
+        tile = TileAddress(5, -3, 2)
+        key = tile_key(holder.model_hash, world.id, tile)
+        token = await holder.cache.acquire_lock(key, 300)
+        keeper = asyncio.ensure_future(holder._keep_lock(key, token))  # what a rendering holder runs
+        waiting = asyncio.ensure_future(waiter.tile(world, tile))
+        await asyncio.sleep(1.5)  # five lock lifetimes
+        assert not waiting.done() and waiter.metrics.renders_total() == 0
+        png = await holder.scheduler.run(holder.renderer.render_native_png, world.spec, tile)
+        await holder.cache.put(key, png)
+        keeper.cancel()
+        await holder.cache.release_lock(key, token)
+        assert (await asyncio.wait_for(waiting, 5)).png == png
+        assert waiter.metrics.renders_total() == 0
+        for service, link in ((holder, holder_link), (waiter, waiter_link)):
+            service.scheduler.shutdown()
+            await link.close()
+
+    asyncio.run(scenario())
+
+
 def test_lock_release_only_deletes_our_own_lock(tiny_generator, redis_client, redis_url) -> None:
     async def scenario() -> None:
         service, link = build_replica(tiny_generator, redis_url)
@@ -135,13 +160,13 @@ def test_lock_release_only_deletes_our_own_lock(tiny_generator, redis_client, re
     asyncio.run(scenario())
 
 
-def test_abandoned_lock_falls_back_to_rendering_after_timeout(tiny_generator, redis_client, redis_url) -> None:
+def test_abandoned_lock_is_taken_over_once_it_lapses(tiny_generator, redis_client, redis_url) -> None:
     async def scenario() -> None:
         service, link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
         world = WorldRecord.create(service.model_hash, 6)
         tile = TileAddress(5, 0, 0)
-        # A replica that crashed while rendering: its lock is never released and it never writes the tile.
-        redis_client.set("lock:" + tile_key(service.model_hash, world.id, tile), "crashed-replica", px=60_000)
+        # A replica that crashed while rendering: its lock is never released nor renewed, and no tile is written.
+        redis_client.set("lock:" + tile_key(service.model_hash, world.id, tile), "crashed-replica", px=300)
         result = await asyncio.wait_for(service.tile(world, tile), 10)
         assert result.png and service.metrics.renders_total() == 1
         service.scheduler.shutdown()
