@@ -28,7 +28,7 @@ from infinitygan.generator import Generator
 from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
 
 DESCRIPTOR_SIZE = 7
-SWD_DIRECTIONS = 512
+SWD_DIRECTIONS = 128  # per repeat, as PGGAN
 SWD_REPEATS = 4
 MIN_PYRAMID_SIZE = 16
 
@@ -36,7 +36,7 @@ MIN_PYRAMID_SIZE = 16
 @dataclass
 class EvalOptions:
     patches: int = 512  # real and fake patches each for swd (and for each half of the real floor)
-    descriptors_per_image: int = 64
+    descriptors_per_image: int = 32
     scaleinv_images: int = 64
     seeds: int = 8  # worlds for diversity, seams and the contact sheet
     seam_seeds: int = 2
@@ -86,13 +86,14 @@ def descriptors(level: torch.Tensor, per_image: int, rng: torch.Generator) -> to
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -> float:
     """Mean over random unit directions of the 1-D Wasserstein-1 distance between the projected sets."""
     count = min(a.shape[0], b.shape[0])
-    a, b = a[:count].double(), b[:count].double()
+    a, b = a[:count].float(), b[:count].float()
     total = 0.0
     for _ in range(SWD_REPEATS):
-        directions = torch.randn(a.shape[1], SWD_DIRECTIONS, generator=rng, dtype=torch.float64)
-        directions /= directions.norm(dim=0, keepdim=True)
-        proj_a, _ = torch.sort(a @ directions, dim=0)
-        proj_b, _ = torch.sort(b @ directions, dim=0)
+        directions = torch.randn(SWD_DIRECTIONS, a.shape[1], generator=rng)
+        directions /= directions.norm(dim=1, keepdim=True)
+        # (directions, count): sorting along the contiguous axis is ~7x faster than along the strided one.
+        proj_a, _ = torch.sort(directions @ a.T, dim=1)
+        proj_b, _ = torch.sort(directions @ b.T, dim=1)
         total += float((proj_a - proj_b).abs().mean())
     return total / SWD_REPEATS
 

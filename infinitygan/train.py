@@ -18,7 +18,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class TrainConfig:
     diversity_weight: float = 1.0
     style_mixing: float = 0.9
     ema_half_life_images: float = 5_000.0  # shorter than the paper's 10k: CPU runs see ~50k images
+    ema_rampup: float | None = 0.05  # half-life <= this fraction of the images seen (StyleGAN2-ADA): early EMA
+    # weights would otherwise stay mostly the random init for thousands of iterations
     scene_height: int = 256
     d_base_width: int = 16
     d_max_width: int = 128
@@ -74,7 +76,6 @@ class TrainConfig:
     max_minutes: float | None = None
     threads: int | None = None
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -322,11 +323,18 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        beta = 0.5 ** (self.config.batch / self.config.ema_half_life_images)
+        beta = 0.5 ** (self.config.batch / self.ema_half_life())
         for p_ema, p in zip(self.g_ema.parameters(), self.generator.parameters(), strict=True):
             p_ema.lerp_(p, 1.0 - beta)
         for b_ema, b in zip(self.g_ema.buffers(), self.generator.buffers(), strict=True):
             b_ema.copy_(b)
+
+    def ema_half_life(self) -> float:
+        half_life = self.config.ema_half_life_images
+        if self.config.ema_rampup:
+            images_seen = (self.step + 1) * self.config.batch
+            half_life = min(half_life, max(self.config.batch, self.config.ema_rampup * images_seen))
+        return half_life
 
     def train_step(self) -> None:
         real, top_px, vpos = self.real_batch()
