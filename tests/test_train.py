@@ -227,3 +227,28 @@ def test_train_cli_rejects_missing_data(tmp_path, capsys):
     code = main(["train", "--preset", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
     assert code != 0
     assert "error" in capsys.readouterr().err
+
+
+def test_seam_ratio_sees_a_step_at_a_chunk_boundary():
+    from infinitygan.evaluate import seam_ratio
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(100, 110, (512, 512, 3)).astype(np.uint8)
+    assert seam_ratio(smooth, 0, -256) == pytest.approx(1.0, abs=0.1)
+    stepped = smooth.copy()
+    stepped[:, 256:] += 40  # a visible seam at world column 256
+    assert seam_ratio(stepped, 0, -256) > 3.0
+    horizon = smooth.copy()
+    horizon[256:] += 40  # a jump at world row 0 (the horizon) is content, not a seam
+    assert seam_ratio(horizon, 0, -256) == pytest.approx(1.0, abs=0.1)
+
+
+def test_swd_grows_with_the_difference_between_distributions():
+    from infinitygan.evaluate import swd
+
+    torch.manual_seed(0)
+    images, more = torch.rand(2, 32, 3, 32, 32) * 2 - 1
+    stripes = torch.sign(torch.sin(torch.arange(32.0) * 1.3)).expand(32, 3, 32, 32) + 0.1 * more
+    same = swd(images, more, per_image=32)["mean"]
+    different = swd(images, stripes, per_image=32)["mean"]
+    assert different > 2 * same
