@@ -121,7 +121,7 @@ class Anchor:
     # ---- storage ---------------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         tensors = {
-            "photo": torch.from_numpy(np.ascontiguousarray(self.photo)),
+            "photo": torch.from_numpy(np.array(self.photo, dtype=np.uint8, copy=True)),
             "local_latents": self.local_latents.values.detach().contiguous(),
             "structure_style": self.structure_style.detach().contiguous(),
             "texture_styles": self.texture_styles.detach().contiguous(),
