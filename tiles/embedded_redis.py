@@ -57,7 +57,11 @@ class EmbeddedRedis:
             "--logfile", str(self._tmp / "redis.log"),
             *persistence,
         ]  # fmt: skip
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal must reach the server, which stops Redis after draining, not
+        # Redis directly (it would die while requests and the worker still use it).
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         self._wait_until_ready()
         return self
 

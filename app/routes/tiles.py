@@ -32,13 +32,17 @@ def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
     return Response(content=tile.png, media_type="image/png", headers=headers)
 
 
-@router.get("/worlds/{world}/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.api_route(
+    "/worlds/{world}/tiles/{z}/{x}/{y}.png", methods=["GET", "HEAD"], response_class=Response, responses=PNG_RESPONSE
+)
 async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
     """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
     return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
 
 
-@router.get("/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.api_route(
+    "/tiles/{z}/{x}/{y}.png", methods=["GET", "HEAD"], response_class=Response, responses=PNG_RESPONSE
+)
 async def default_world_tile(
     request: Request, world: DefaultWorldDep, tile: TileDep, resources: ResourcesDep
 ) -> Response:

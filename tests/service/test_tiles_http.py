@@ -63,6 +63,17 @@ def test_if_none_match_gives_304_without_body(client: httpx.Client) -> None:
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
+def test_head_gives_the_headers_of_get_without_a_body(client: httpx.Client) -> None:
+    url = "/tiles/5/2/-1.png"
+    get = client.get(url)
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == get.headers["etag"]
+    assert head.headers["content-type"] == "image/png"
+    assert head.headers["content-length"] == str(len(get.content))
+    assert client.head("/tiles/5/x/0.png").status_code == 422
+
+
 def test_cors_for_tiles(client: httpx.Client) -> None:
     response = client.get("/tiles/5/0/0.png", headers={"Origin": "http://elsewhere.example"})
     assert response.headers["access-control-allow-origin"] == "*"
