@@ -32,17 +32,15 @@ def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
     return Response(content=tile.png, media_type="image/png", headers=headers)
 
 
-@router.api_route(
-    "/worlds/{world}/tiles/{z}/{x}/{y}.png", methods=["GET", "HEAD"], response_class=Response, responses=PNG_RESPONSE
-)
+@router.get("/worlds/{world}/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.head("/worlds/{world}/tiles/{z}/{x}/{y}.png", include_in_schema=False)
 async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
     """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
     return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
 
 
-@router.api_route(
-    "/tiles/{z}/{x}/{y}.png", methods=["GET", "HEAD"], response_class=Response, responses=PNG_RESPONSE
-)
+@router.get("/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.head("/tiles/{z}/{x}/{y}.png", include_in_schema=False)
 async def default_world_tile(
     request: Request, world: DefaultWorldDep, tile: TileDep, resources: ResourcesDep
 ) -> Response:
