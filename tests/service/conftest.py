@@ -122,3 +122,26 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 
 def renders(client: httpx.Client) -> float:
     return metric(client, "tile_renders_total", kind="native") + metric(client, "tile_renders_total", kind="zoomout")
+
+
+def overfill_tile_cache(redis_client: redis.Redis, redis_url: str, budget_bytes: int = 4 * 2**20) -> None:
+    """Lower maxmemory to what is used now plus `budget_bytes`, then write ~32 MB of tile-sized values through the
+    real TileCache, so Redis must evict; the caller restores maxmemory (`redis_client.config_set`)."""
+    import asyncio
+
+    from tiles.cache import TileCache, tile_key
+    from tiles.geometry import TileAddress
+    from tiles.redis_link import RedisLink, connect
+
+    redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] + budget_bytes)
+
+    async def fill() -> None:
+        link = RedisLink(connect(redis_url))
+        cache = TileCache(link)
+        payload = os.urandom(40_000)  # incompressible, tile-sized
+        for i in range(800):
+            assert await cache.put(tile_key("m" * 16, "w" * 16, TileAddress(5, i, 0)), payload)
+        await link.close()
+
+    asyncio.run(fill())
+    assert redis_client.info("stats")["evicted_keys"] > 0

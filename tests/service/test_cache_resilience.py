@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from tests.service.conftest import LiveServer, renders, service_settings
+from tests.service.conftest import LiveServer, overfill_tile_cache, renders, service_settings
 from tiles.cache import TileCache, tile_key
 from tiles.embedded_redis import EmbeddedRedis
 from tiles.geometry import TileAddress, TileGrid
@@ -58,21 +58,9 @@ def test_filling_the_tile_cache_never_evicts_worlds(client: httpx.Client, redis_
     if os.environ.get("REDIS_URL"):
         pytest.skip("changes maxmemory; only done on the suite's private embedded Redis")
     worlds = [client.post("/worlds", json={"seed": seed}).json()["id"] for seed in range(300, 310)]
-    used = redis_client.info("memory")["used_memory"]
     old_limit = redis_client.config_get("maxmemory")["maxmemory"]
-    redis_client.config_set("maxmemory", used + 4 * 2**20)
     try:
-
-        async def fill() -> None:
-            link = RedisLink(connect(redis_url))
-            cache = TileCache(link)
-            payload = os.urandom(40_000)  # incompressible, tile-sized
-            for i in range(800):  # ~32 MB into a 4 MB budget
-                assert await cache.put(tile_key("m" * 16, "w" * 16, TileAddress(5, i, 0)), payload)
-            await link.close()
-
-        asyncio.run(fill())
-        assert redis_client.info("stats")["evicted_keys"] > 0
+        overfill_tile_cache(redis_client, redis_url)
         assert redis_client.dbsize() < 800 + len(worlds)
         for world in worlds:
             assert redis_client.exists(WORLD_KEY_PREFIX + world)

@@ -3,7 +3,6 @@ the tile cache filled past its memory limit. Real redis-server with its append-o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,14 +16,11 @@ import redis
 from PIL import Image
 
 from infinitygan.invert import place_photo
-from tests.service.conftest import LiveServer, service_settings
+from tests.service.conftest import LiveServer, overfill_tile_cache, service_settings
 from tests.service.outpaint_helpers import PHOTO, decode, submit, wait_for_job, wait_until
 from tiles.anchors import anchor_key
-from tiles.cache import TileCache, tile_key
 from tiles.embedded_redis import EmbeddedRedis
-from tiles.geometry import TileAddress
 from tiles.jobs import image_key, job_key
-from tiles.redis_link import RedisLink, connect
 from tiles.worlds import WORLD_KEY_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,19 +127,8 @@ def test_filling_the_tile_cache_keeps_jobs_worlds_and_anchors(
     job_id, world_id = job["id"], job["result"]["world_id"]
     kept = [job_key(job_id), anchor_key(job_id), WORLD_KEY_PREFIX + world_id]
     old_limit = redis_client.config_get("maxmemory")["maxmemory"]
-    redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] + 4 * 2**20)
     try:
-
-        async def fill() -> None:
-            link = RedisLink(connect(redis_url))
-            cache = TileCache(link)
-            payload = os.urandom(40_000)  # incompressible, tile-sized
-            for i in range(800):  # ~32 MB into a 4 MB budget
-                assert await cache.put(tile_key("m" * 16, "w" * 16, TileAddress(5, i, 0)), payload)
-            await link.close()
-
-        asyncio.run(fill())
-        assert redis_client.info("stats")["evicted_keys"] > 0
+        overfill_tile_cache(redis_client, redis_url)
         for key in kept:
             assert redis_client.exists(key), key
             assert redis_client.ttl(key) == -1, key  # no TTL: never an eviction candidate

@@ -5,7 +5,6 @@ Tests may kill a replica or restart Redis; `topology` brings everything back to 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from infinitygan.checkpoint import save_generator
 from infinitygan.generator import build_generator
+from tests.service.conftest import metric
 from tests.system.topology import Topology
 
 
@@ -49,16 +49,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """One sample from a replica's /metrics, 0 when absent."""
-    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
-    for line in client.get("/metrics").text.splitlines():
-        if match := re.match(pattern, line):
-            return float(match.group(1))
-    return 0.0
 
 
 def native_renders(base_urls: list[str]) -> float:
