@@ -47,8 +47,8 @@ def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
-        generator = await asyncio.to_thread(load_generator, settings.model)
-        renderer = TileRenderer(generator)
+        model = await asyncio.to_thread(load_generator, settings.model)
+        renderer = TileRenderer(model)
         redis_url = settings.redis_url
         if redis_url is None:
             embedded = EmbeddedRedis(
@@ -73,7 +73,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             own_link = worker_link(redis_url)
             stack.push_async_callback(own_link.close)  # closed after the worker stops (the stack unwinds LIFO)
             worker = OutpaintWorker(
-                generator,
+                model,
                 job_queue(own_link, renderer.model_hash, settings),
                 concurrency=settings.outpaint_concurrency,
                 name="embedded-worker",

@@ -13,7 +13,6 @@ from app.resources import job_queue
 from app.settings import Settings
 from infinitygan.checkpoint import load_generator
 from tiles.outpaint import OutpaintWorker, worker_link
-from tiles.renderer import model_hash_of
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +20,13 @@ log = logging.getLogger(__name__)
 async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     """Process jobs until `stop` is set; a job running then goes back to the queue. Returns the jobs finished."""
     assert settings.redis_url is not None, "a separate worker needs the server's REDIS_URL"
-    generator = await asyncio.to_thread(load_generator, settings.model)
+    model = await asyncio.to_thread(load_generator, settings.model)
     # Inversion is the only work here: share the cores among the concurrent jobs.
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.outpaint_concurrency))
     link = worker_link(settings.redis_url)
     try:
-        jobs = job_queue(link, model_hash_of(generator), settings)
-        async with OutpaintWorker(generator, jobs, concurrency=settings.outpaint_concurrency) as worker:
+        jobs = job_queue(link, model.model_hash, settings)
+        async with OutpaintWorker(model, jobs, concurrency=settings.outpaint_concurrency) as worker:
             await stop.wait()
         return worker.jobs_done
     finally:

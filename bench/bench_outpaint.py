@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from infinitygan import CheckpointError, World, WorldSpec, build_generator, load_generator, render_region
+from infinitygan import (
+    CheckpointError,
+    LoadedGenerator,
+    World,
+    WorldSpec,
+    build_generator,
+    load_generator,
+    render_region,
+)
 from infinitygan.invert import QUALITY, invert_photo, place_photo, psnr
 
 PHOTOS = Path(__file__).parent / "photos"
@@ -37,10 +45,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args()
     try:
-        generator, which = load_generator(args.checkpoint), args.checkpoint or "shipped model"
+        model, which = load_generator(args.checkpoint), args.checkpoint or "shipped model"
     except CheckpointError:
-        generator, which = build_generator("small"), "UNTRAINED small generator (no shipped model found)"
-    scene_height = int(getattr(generator, "metadata", {}).get("scene_height", 256))
+        model = LoadedGenerator.in_memory(build_generator("small"))
+        which = "UNTRAINED small generator (no shipped model found)"
+    generator, scene_height = model.generator, model.scene_height
     print(f"model: {which}; scene height {scene_height} px; {torch.get_num_threads()} threads")
     print(f"{'photo':<26} {'quality':<8} {'steps':>5} {'seconds':>8} {'recon PSNR':>11} {'served PSNR':>12}")
     for name in ("life_256x256.jpg", "aitzgorri_1024x683.jpg"):

@@ -1,6 +1,7 @@
-"""Training throughput on this machine: full iterations (D step, G step, lazy R1 and path length, EMA) per second.
+"""Training throughput on this machine: full iterations (D step, G step, lazy R1 and path length, EMA, DiffAugment)
+per second, in fp32 and under bf16 autocast, measured in one run, with their ratio and the precision "auto" picks.
 
-    .venv/bin/python bench/bench_training.py [--presets small tiny] [--batch 8] [--patch-cells 9] [--threads 1]
+    .venv/bin/python bench/bench_training.py [--presets small] [--precisions fp32 bf16] [--batch 8] [--threads 1]
 
 Uses data/landscapes when present, otherwise synthetic images. The first iterations (one-time allocations) are not
 timed; the timed span covers a multiple of the R1 interval (16) so lazy regularisation is counted at its real rate.
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from infinitygan.train import TrainConfig, Trainer
+from infinitygan.training import TrainConfig, Trainer
+from infinitygan.training.config import fast_bf16
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,8 +34,7 @@ def synthetic_landscapes(folder: Path) -> Path:
     return folder
 
 
-def bench(preset: str, data: Path, batch: int, cells: int, iterations: int, warmup: int) -> tuple[float, int]:
-    config = TrainConfig(preset=preset, batch=batch, patch_cells=cells, sample_every=0)
+def bench(config: TrainConfig, data: Path, iterations: int, warmup: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, data, out)
         for _ in range(warmup):
@@ -46,12 +47,14 @@ def bench(preset: str, data: Path, batch: int, cells: int, iterations: int, warm
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
+    parser.add_argument("--presets", nargs="+", default=["small"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--d-input", default="rgb", choices=["rgb", "wavelet"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch-cells", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="1 beat 2 on the shared 2-core machine")
-    parser.add_argument("--iterations", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -59,14 +62,32 @@ def main() -> None:
         source = "data/landscapes"
         if not data.is_dir():
             data, source = synthetic_landscapes(Path(scratch)), "synthetic images"
-        print(f"torch {torch.__version__}, {args.threads} thread(s), data: {source}")
+        auto = "bf16" if fast_bf16("cpu") else "fp32"
+        print(
+            f"torch {torch.__version__}, {args.threads} thread(s), data: {source}; CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 kernels: {fast_bf16('cpu')} -> auto = {auto}"
+        )
         for preset in args.presets:
-            rate, patch = bench(preset, data, args.batch, args.patch_cells, args.iterations, args.warmup)
-            images = rate * args.batch
-            print(
-                f"{preset:>6}: {rate:.2f} it/s  ({images:.1f} images/s; batch {args.batch}, {patch}x{patch} px patches,"
-                f" {args.patch_cells} z_S cells; {3600 * rate:.0f} it/h)"
-            )
+            rates = {}
+            for precision in args.precisions:
+                config = TrainConfig(
+                    preset=preset,
+                    batch=args.batch,
+                    patch_cells=args.patch_cells,
+                    sample_every=0,
+                    precision=precision,
+                    d_input=args.d_input,
+                )
+                rate, patch = bench(config, data, args.iterations, args.warmup)
+                rates[precision] = rate
+                print(
+                    f"{preset:>13} {precision}: {rate:.3f} it/s  ({rate * args.batch:.1f} images/s; batch {args.batch},"
+                    f" {patch}x{patch} px patches; {3600 * rate:.0f} it/h)",
+                    flush=True,
+                )
+            if {"fp32", "bf16"} <= rates.keys():
+                faster = max(rates, key=rates.get)
+                print(f"{preset:>13} bf16 / fp32 = {rates['bf16'] / rates['fp32']:.3f}  (faster: {faster})")
 
 
 if __name__ == "__main__":

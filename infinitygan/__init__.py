@@ -1,6 +1,6 @@
 """InfinityGAN for endless, reproducible landscapes: model library (pure PyTorch, no web code)."""
 
-from infinitygan.checkpoint import CheckpointError, load_generator, save_generator
+from infinitygan.checkpoint import CheckpointError, LoadedGenerator, load_generator, save_generator
 from infinitygan.config import PRESETS, GeneratorConfig, preset_config
 from infinitygan.generator import Generator, WindowInputs, build_generator
 from infinitygan.geometry import Geometry
@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "Generator",
     "GeneratorConfig",
+    "LoadedGenerator",
     "Geometry",
     "RegionError",
     "WindowInputs",

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,39 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "landscapes-
 
 class CheckpointError(Exception):
     """A checkpoint is missing, corrupt, or does not match the architecture it claims."""
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A generator with what its checkpoint says about it.
+
+    metadata: the checkpoint's metadata (training iterations, scene_height, train_config, ...; {} when unknown).
+    model_hash: 16 hex digits; the sha256 of the checkpoint file, or of the config and weights for a generator built
+    in memory (see in_memory). Tile caches and world ids are keyed by it.
+    """
+
+    generator: Generator
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model_hash: str = ""
+
+    @classmethod
+    def in_memory(cls, generator: Generator, metadata: dict[str, Any] | None = None) -> LoadedGenerator:
+        """Wrap a generator that was not loaded from a file, hashing its config and weights."""
+        digest = hashlib.sha256(generator.config.to_json().encode())
+        for name, tensor in sorted(generator.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return cls(generator, dict(metadata or {}), digest.hexdigest()[:16])
+
+    @property
+    def scene_height(self) -> int:
+        """Rows of a training photo (the world's scene height); 256 when the checkpoint does not say."""
+        return int(self.metadata.get("scene_height", 256))
+
+    @property
+    def patch_cells(self) -> int:
+        """z_S cells per side of a training window; 9 when the checkpoint does not say."""
+        return int(self.metadata.get("train_config", {}).get("patch_cells", 9))
 
 
 def save_generator(generator: Generator, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -57,8 +91,24 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def load_generator(path: str | os.PathLike | None = None) -> Generator:
-    """Load a generator; `path=None` means the shipped default model. Raises CheckpointError with a clear message."""
+def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of a generator checkpoint without building its generator (for warm starts across presets)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        if _read_metadata(data).get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not an InfinityGAN generator checkpoint")
+        return load_safetensors_bytes(data)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors checkpoint: {exc}") from None
+
+
+def load_generator(path: str | os.PathLike | None = None) -> LoadedGenerator:
+    """Load a generator (eval mode) with its metadata and hash; `path=None` means the shipped default model.
+
+    Raises CheckpointError with a clear message for a missing, corrupt or mismatched file."""
     path = Path(path) if path is not None else SHIPPED_MODEL
     if not path.is_file():
         hint = " (no default model is shipped in this checkout; pass --checkpoint)" if path == SHIPPED_MODEL else ""
@@ -81,9 +131,7 @@ def load_generator(path: str | os.PathLike | None = None) -> Generator:
     generator = Generator(config)
     _check_tensors(path, generator, tensors)
     generator.load_state_dict(tensors)
-    generator.metadata = metadata
-    generator.model_hash = hashlib.sha256(data).hexdigest()[:16]
-    return generator.eval()
+    return LoadedGenerator(generator.eval(), metadata, hashlib.sha256(data).hexdigest()[:16])
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

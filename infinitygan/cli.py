@@ -29,7 +29,9 @@ def _cmd_render(args: argparse.Namespace) -> None:
     from infinitygan.world import World, WorldSpec, render_region, validate_region
 
     validate_region(args.x, args.y, args.width, args.height)  # fail before the (slow) model load
-    world = World(load_generator(args.checkpoint), WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed))
+    world = World(
+        load_generator(args.checkpoint).generator, WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed)
+    )
     pixels = render_region(world, args.x, args.y, args.width, args.height, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,76 +78,129 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> None:
-    from infinitygan.data import DataError, fetch_recipe
+    from infinitygan.data import DataError
+    from infinitygan.recipe import HORIZON_SHEET, fetch_recipe
 
     try:
-        fetch_recipe(Path(args.out))
+        entries = fetch_recipe(Path(args.out))
     except DataError as exc:
         raise CLIError(str(exc)) from None
-    print(f"fetched the recipe's landscape images into {args.out}", file=sys.stderr)
+    counts = {split: sum(entry.split == split for entry in entries) for split in ("train", "eval")}
+    print(
+        f"fetched {counts['train']} training and {counts['eval']} evaluation photos into {args.out}/train and "
+        f"{args.out}/eval; check the horizons in {args.out}/{HORIZON_SHEET}",
+        file=sys.stderr,
+    )
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> None:
+    from infinitygan.data import DataError, prepare_split
+
+    try:
+        entries = prepare_split(Path(args.data), Path(args.out), args.scene_height, args.split)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote {len(entries)} {args.split} photos, {args.scene_height} rows tall, to {args.out}", file=sys.stderr)
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="training data")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch = data_sub.add_parser("fetch", help="download the recipe's freely licensed landscape photos (Debian)")
+    fetch = data_sub.add_parser(
+        "fetch", help="download the recipe's freely licensed landscape photos (Debian): OUT/train, OUT/eval"
+    )
     fetch.add_argument("--out", default="data/landscapes", help="destination folder (default data/landscapes)")
     fetch.set_defaults(handler=_cmd_data_fetch)
+    prepare = data_sub.add_parser(
+        "prepare", help="write one split resized to the scene height (PNG + manifest) to carry to a GPU machine"
+    )
+    prepare.add_argument("--data", default="data/landscapes", help="data folder (default data/landscapes)")
+    prepare.add_argument("--out", required=True, help="destination folder")
+    prepare.add_argument("--scene-height", type=_int, default=256, help="rows of every photo (default 256)")
+    prepare.add_argument("--split", choices=("train", "eval"), default="train")
+    prepare.set_defaults(handler=_cmd_data_prepare)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    import json
-
     from infinitygan.data import DataError
-    from infinitygan.train import STATE_DIR, STATE_JSON, TrainConfig, train
+    from infinitygan.training import ResumeError, TrainConfig, seed_run_from, train
+    from infinitygan.training.state import read_run_meta
 
     out = Path(args.out)
-    state = out / STATE_DIR / STATE_JSON
-    if state.is_file():
-        # A resumed run keeps its stored config; only the stopping rule, threads and device may change.
-        config = TrainConfig.from_dict(json.loads(state.read_text())["train_config"])
+    try:
+        if args.resume_from is not None:
+            meta = seed_run_from(Path(args.resume_from), out)
+            print(f"seeded {out} from {args.resume_from} (step {meta['step']})", file=sys.stderr)
+        meta = read_run_meta(out)
+    except ResumeError as exc:
+        raise CLIError(str(exc)) from None
+    runtime = dict(
+        max_minutes=args.max_minutes,
+        max_iterations=args.max_iterations,
+        threads=args.threads,
+        device=args.device,
+        checkpoint_minutes=args.checkpoint_minutes,
+        sample_every=args.sample_every,
+    )
+    if meta is not None:
+        # A resumed run keeps its recipe; only when and where it runs (and the batch size, if given) may change.
+        stored = TrainConfig.from_dict(meta["train_config"])
+        config = stored.resumed_with(**runtime, **({"batch": args.batch} if args.batch is not None else {}))
     else:
         config = TrainConfig(
             preset=args.preset,
             patch_cells=args.patch_cells,
-            batch=args.batch,
+            batch=args.batch if args.batch is not None else 8,
             r1_gamma=args.r1_gamma,
             scene_height=args.scene_height,
             seed=args.seed,
-            checkpoint_minutes=args.checkpoint_minutes,
-            sample_every=args.sample_every,
+            d_input=args.d_input,
+            augment=args.augment,
+            precision=args.precision,
+            init_from=args.init_from,
+            **runtime,
         )
-    config.max_minutes = args.max_minutes
-    config.max_iterations = args.max_iterations
-    config.threads = args.threads
-    config.device = args.device
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise CLIError("--device cuda: no CUDA device is available")
     try:
-        train(config, args.data, out, progress=not args.quiet)
-    except DataError as exc:
+        train(config, args.data, out, progress=not args.quiet, resume_point=args.resume_point)
+    except (DataError, ResumeError) as exc:
         raise CLIError(str(exc)) from None
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from infinitygan.augment import DEFAULT_POLICY
     from infinitygan.config import PRESETS
+    from infinitygan.training.config import D_INPUTS, PRECISIONS, TrainConfig
 
-    p = sub.add_parser("train", help="train (or resume) a generator on a folder of landscape images")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    p.add_argument("--data", required=True, help="folder of images (e.g. from `infinitygan data fetch`)")
+    defaults = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a generator on a folder of landscape images",
+        description="Train a generator, or resume the run in --out. A resumed run keeps its recipe: only the "
+        "stopping rule, threads, device, checkpoint/sample intervals and --batch may change.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
+    p.add_argument("--data", required=True, help="data folder (e.g. from `infinitygan data fetch`); its train split")
     p.add_argument("--out", required=True, help="run folder; an existing run there is resumed")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (this session)")
     p.add_argument("--max-iterations", type=_int, default=None, help="stop at this total iteration count")
-    p.add_argument("--batch", type=_int, default=8)
-    p.add_argument("--patch-cells", type=_int, default=9, help="z_S cells per training window (9 -> 69 px)")
-    p.add_argument("--r1-gamma", type=float, default=1.0)
-    p.add_argument("--scene-height", type=_int, default=256, help="images are resized to this many rows")
-    p.add_argument("--seed", type=_int, default=0)
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--sample-every", type=_int, default=500, help="iterations between sample grids (0: never)")
+    p.add_argument("--batch", type=_int, default=None, help="images per step (default 8; may change on resume)")
+    p.add_argument("--patch-cells", type=_int, default=defaults.patch_cells, help="z_S cells per training window")
+    p.add_argument("--r1-gamma", type=float, default=defaults.r1_gamma)
+    p.add_argument("--scene-height", type=_int, default=defaults.scene_height, help="photos are resized to this")
+    p.add_argument("--d-input", choices=D_INPUTS, default=defaults.d_input, help="wavelet: SWAGAN's Haar-DWT D")
+    p.add_argument("--augment", default=DEFAULT_POLICY, help=f"DiffAugment policy (default {DEFAULT_POLICY}; '' off)")
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision, help="auto: bf16 where fast")
+    p.add_argument("--init-from", default=None, help="warm start G from this generator checkpoint (matching tensors)")
+    p.add_argument("--resume-from", default=None, help="seed a new --out folder from a compact resume point")
+    p.add_argument("--resume-point", default=None, help="also write a compact resume point here at every save")
+    p.add_argument("--seed", type=_int, default=defaults.seed)
+    p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
+    p.add_argument("--sample-every", type=_int, default=defaults.sample_every, help="iterations between samples")
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -156,9 +211,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     import json
 
     from infinitygan.checkpoint import load_generator
-    from infinitygan.evaluate import EvalOptions, evaluate
+    from infinitygan.evaluate import EvalOptions, RealSet, evaluate, format_table
 
-    generator = load_generator(args.checkpoint)
+    models = [load_generator(path) for path in args.checkpoints]  # all load before the slow part: fail early
     options = EvalOptions(
         patches=args.patches,
         scaleinv_images=args.scaleinv_images,
@@ -166,20 +221,34 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         scene_height=args.scene_height,
     )
-    result = evaluate(generator, Path(args.data), options, out_dir=Path(args.out) if args.out else None)
+    scene_heights = {options.scene_height or model.scene_height for model in models}
+    if len(scene_heights) > 1:
+        raise CLIError(f"the checkpoints were trained at different scene heights {sorted(scene_heights)}: pass one")
+    reals = RealSet(Path(args.data), scene_heights.pop(), options)
+    results = {}
+    for index, (path, model) in enumerate(zip(args.checkpoints, models, strict=True)):
+        out = None
+        if args.out:
+            out = Path(args.out) / (Path(path).stem if len(models) > 1 else "")
+            if len(models) > 1 and sum(Path(p).stem == Path(path).stem for p in args.checkpoints) > 1:
+                out = Path(args.out) / f"{index}-{Path(path).stem}"
+        results[path] = evaluate(model, Path(args.data), options, out_dir=out, reals=reals)
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(results[args.checkpoints[0]] if len(models) == 1 else results, sort_keys=True))
     else:
-        for key, value in sorted(result.items()):
-            print(f"{key}: {value}")
+        print(format_table(results))
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="SWD, scale-invariant SWD, seam score and diversity of a generator")
-    p.add_argument("checkpoint", help="generator .safetensors")
-    p.add_argument("--data", required=True, help="folder of real images")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="folder for the contact sheet and the large render")
+    p = sub.add_parser(
+        "eval",
+        help="SWD (train and eval splits, with real floors), scale-invariant SWD, seam score and diversity",
+        description="Score one or more generators on the same real samples in one run, so their numbers compare.",
+    )
+    p.add_argument("checkpoints", nargs="+", help="generator .safetensors files")
+    p.add_argument("--data", required=True, help="data folder (from `infinitygan data fetch`, or any image folder)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object; keyed by checkpoint when several)")
+    p.add_argument("--out", default=None, help="folder for contact sheets and large renders (a sub-folder each)")
     p.add_argument("--patches", type=_int, default=512, help="real and fake patches for SWD")
     p.add_argument("--scaleinv-images", type=_int, default=64, help="4x renders for the scale-invariant SWD")
     p.add_argument("--seeds", type=_int, default=8, help="world seeds for diversity and the contact sheet")

@@ -27,6 +27,9 @@ class GeneratorConfig:
     upsampler: "transposed" (InfinityGAN: transposed conv, crop, blur) or "haar" (inverse wavelet, no margin).
     coord_period_cells: horizontal period of the (cos, sin) coordinate channels, in latent cells.
     vertical_gain: pre-tanh slope of the vertical coordinate per latent cell away from the horizon.
+    wavelet_output: SWAGAN's generator: the last stage predicts the four Haar bands of the image at its own resolution
+        and the image is their inverse Haar transform, so the features stop at half the output resolution and the
+        latent cell is 2^(k+1) pixels for k stages.
     """
 
     preset: str
@@ -41,6 +44,7 @@ class GeneratorConfig:
     structure_kernel: int = 7
     coord_period_cells: int = 139
     vertical_gain: float = 0.3
+    wavelet_output: bool = False
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -54,6 +58,11 @@ class GeneratorConfig:
     @property
     def stages(self) -> int:
         return len(self.texture_widths)
+
+    @property
+    def cell_px(self) -> int:
+        """Output pixels per latent cell: 2 per upsampling stage, and 2 more for a wavelet output."""
+        return 2 ** (self.stages + int(self.wavelet_output))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -91,6 +100,17 @@ PRESETS: dict[str, GeneratorConfig] = {
         local_dim=32,
         structure_width=48,
         texture_widths=(64, 64, 48, 32),
+    ),
+    # SWAGAN variant of "small": three feature stages, the last predicting Haar bands (same 16 px latent cell).
+    "small-wavelet": GeneratorConfig(
+        preset="small-wavelet",
+        global_dim=128,
+        w_dim=128,
+        mapping_layers=4,
+        local_dim=32,
+        structure_width=48,
+        texture_widths=(64, 64, 48),
+        wavelet_output=True,
     ),
     # GPU training.
     "base": GeneratorConfig(

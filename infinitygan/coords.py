@@ -21,7 +21,7 @@ def coordinate_grid(row_px: np.ndarray, col_cells: np.ndarray, config: Generator
     Integer columns should already be reduced modulo the period by the caller (exact integer arithmetic), so that
     columns near 2**36 lose no precision.
     """
-    cell_px = 2**config.stages
+    cell_px = config.cell_px
     vertical = np.tanh(config.vertical_gain * np.asarray(row_px, dtype=np.float64) / cell_px)
     angle = (2.0 * math.pi / config.coord_period_cells) * np.asarray(col_cells, dtype=np.float64)
     height, width = vertical.shape[0], angle.shape[0]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infinitygan.layers import EqualConv2d, EqualLinear, scaled_leaky_relu
+from infinitygan.wavelets import haar_dwt
 
 STDDEV_GROUP = 4
 
@@ -77,7 +78,11 @@ def default_widths(base: int, blocks: int, cap: int) -> list[int]:
 
 
 class Discriminator(nn.Module):
-    """D(x) -> (logit (B,), vertical position (B,) in [-1, 1])."""
+    """D(x) -> (logit (B,), vertical position (B,) in [-1, 1]).
+
+    wavelet_input (SWAGAN's discriminator): D reads the orthonormal Haar DWT of its input, 12 bands at half the
+    resolution, instead of the pixels; an odd-sized patch first loses its last row and column (DWT blocks are 2x2).
+    """
 
     def __init__(
         self,
@@ -87,15 +92,18 @@ class Discriminator(nn.Module):
         max_width: int = 256,
         min_size: int = 4,
         stddev_group: int = STDDEV_GROUP,
+        wavelet_input: bool = False,
     ) -> None:
         super().__init__()
-        sizes = [image_size]
+        self.wavelet_input = wavelet_input
+        self.even_size = image_size - image_size % 2
+        sizes = [self.even_size // 2 if wavelet_input else image_size]
         while downsampled_size(sizes[-1]) >= min_size and len(sizes) < 7:
             sizes.append(downsampled_size(sizes[-1]))
         widths = default_widths(base_width, len(sizes) - 1, max_width)
         self.image_size = image_size
         self.stddev_group = stddev_group
-        self.from_rgb = PaddedConv(3, widths[0], 1)
+        self.from_rgb = PaddedConv(12 if wavelet_input else 3, widths[0], 1)
         self.blocks = nn.ModuleList(ResidualBlock(widths[i], widths[i + 1]) for i in range(len(sizes) - 1))
         final_width, final_size = widths[-1], sizes[-1]
         self.final_conv = PaddedConv(final_width + 1, final_width, 3)
@@ -106,6 +114,8 @@ class Discriminator(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"discriminator expects {self.image_size}px patches, got {tuple(image.shape[-2:])}")
+        if self.wavelet_input:
+            image = haar_dwt(image[..., : self.even_size, : self.even_size])
         x = self.from_rgb(image)
         for block in self.blocks:
             x = block(x)

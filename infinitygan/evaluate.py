@@ -1,11 +1,15 @@
 """Evaluation without pretrained networks: sliced Wasserstein distances (PGGAN-style), seams and diversity.
 
-- swd: multi-scale SWD between real training-size patches and generated patches (same vertical positions), on
-  Laplacian-pyramid 7x7 descriptors, x1e3 as PGGAN reports it; lower is better.
-- swd_real_floor: the same between two disjoint sets of real patches: what "indistinguishable" scores.
+- swd: multi-scale SWD between real training-size patches of the training split and generated patches (same rows
+  relative to the horizon), on Laplacian-pyramid 7x7 descriptors, x1e3 as PGGAN reports it; lower is better.
+- swd_real_floor: the same between two disjoint sets of real patches: what "indistinguishable" scores;
+  swd_floor_ratio = swd / swd_real_floor.
+- swd_eval, swd_eval_real_floor, swd_eval_floor_ratio: the same against the evaluation split (photos training never
+  read), when the data folder has one.
 - swd_scaleinv_4x: render a scene_height-square region of each world with the world API (the full scene height,
-  ~3.7x the 69 px training patch), downsample it 4x, compare with real scene-height squares downsampled the same way:
-  does the model still look like the data when asked for much more than it was trained on?
+  ~3.7x the 69 px training patch), framed like a random whole-height crop of a training photo (as many rows above
+  the horizon), downsample both 4x and compare: does the model still look like the data when asked for much more
+  than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd.
 - seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean across the other 16 px latent-cell
   boundaries (same phase of the latent grid), on stitched render_region output (the horizon row, a chunk boundary
   with real content on it, is left out). ~1.0 = seamless.
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
+from infinitygan.sampling import sample_fake_inputs
 from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
 
 DESCRIPTOR_SIZE = 7
@@ -114,14 +120,52 @@ def swd(images_a: torch.Tensor, images_b: torch.Tensor, *, per_image: int = 64, 
 # ---- image sources ------------------------------------------------------------------------------------------------
 
 
-def real_patches(data_dir: Path, scene_height: int, patch_px: int, count: int, seed: int) -> tuple[torch.Tensor, ...]:
-    from infinitygan.data import PatchDataset
+@dataclass
+class RealSet:
+    """Real images of one data folder, sampled once per evaluation run and shared by every model scored in it, so
+    their numbers are comparable. Patches are cached per (split, patch size)."""
 
-    dataset = PatchDataset(data_dir, scene_height=scene_height, patch_size=patch_px, length=count, seed=seed)
-    items = [dataset[i] for i in range(count)]
-    images = torch.stack([item["image"] for item in items])
-    top_px = torch.tensor([float(item["top_px"]) for item in items], dtype=torch.float64)
-    return images, top_px
+    data_dir: Path
+    scene_height: int
+    options: EvalOptions
+    _patches: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _squares: tuple[torch.Tensor, list[int]] | None = None
+
+    def patches(self, split: str, patch_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (2n, 3, P, P) in [-1, 1], top_px (2n,) float64): two disjoint halves of n random patches."""
+        from infinitygan.data import PatchDataset
+
+        key = (split, patch_px)
+        if key not in self._patches:
+            count = 2 * self.options.patches
+            seed = self.options.seed + (1_000_003 if split == "train" else 2_000_003)
+            dataset = PatchDataset(
+                self.data_dir, scene_height=self.scene_height, patch_size=patch_px, length=count, seed=seed, split=split
+            )
+            items = [dataset[i] for i in range(count)]
+            images = torch.stack([item["image"] for item in items])
+            top_px = torch.tensor([float(item["top_px"]) for item in items], dtype=torch.float64)
+            self._patches[key] = (images, top_px)
+        return self._patches[key]
+
+    def scene_squares(self) -> tuple[torch.Tensor, list[int]]:
+        """(squares (N, 3, H, H) in [-1, 1], horizon row of each): whole-height crops of the training photos."""
+        from infinitygan.data import load_scenes
+
+        if self._squares is None:
+            scenes = load_scenes(self.data_dir, self.scene_height, split="train")
+            rng = np.random.default_rng(self.options.seed + 17)
+            squares, horizons = [], []
+            size = self.scene_height
+            for _ in range(self.options.scaleinv_images):
+                scene = scenes[rng.integers(len(scenes))]
+                left = int(rng.integers(scene.pixels.shape[2] - size + 1))
+                crop = scene.pixels[:, :, left : left + size]
+                crop = crop.flip(-1) if rng.random() < 0.5 else crop
+                squares.append(crop.float().div(127.5).sub(1.0))
+                horizons.append(math.floor(scene.horizon_row + 0.5))
+            self._squares = (torch.stack(squares), horizons)
+        return self._squares
 
 
 @torch.no_grad()
@@ -129,8 +173,6 @@ def fake_patches(
     generator: Generator, top_px: torch.Tensor, cells: int, *, psi: float, seed: int, batch: int
 ) -> torch.Tensor:
     """Generated training-size patches at the given vertical positions (random horizontal phase, no jitter)."""
-    from infinitygan.train import sample_fake_inputs
-
     generator.eval()
     rng = torch.Generator().manual_seed(seed)
     device = next(generator.parameters()).device
@@ -148,23 +190,10 @@ def uint8_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
-def scene_squares(world: World, scene_height: int, column: int) -> np.ndarray:
-    """A scene_height-square render centred on the horizon (row 0)."""
-    return render_region(world, column, -scene_height // 2, scene_height, scene_height)
-
-
-def real_scene_squares(data_dir: Path, scene_height: int, count: int, seed: int) -> torch.Tensor:
-    from infinitygan.data import load_images
-
-    images = [np.asarray(image) for image in load_images(data_dir, scene_height)]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        image = images[rng.integers(len(images))]
-        left = int(rng.integers(image.shape[1] - scene_height + 1))
-        crop = image[:, left : left + scene_height]
-        out.append(uint8_to_tensor(crop[:, ::-1].copy() if rng.random() < 0.5 else crop))
-    return torch.stack(out)
+def scene_squares(world: World, scene_height: int, column: int, top: int | None = None) -> np.ndarray:
+    """A scene_height-square render whose top row is `top` (default: centred on the horizon, row 0)."""
+    top = -scene_height // 2 if top is None else top
+    return render_region(world, column, top, scene_height, scene_height)
 
 
 # ---- metrics on worlds ----------------------------------------------------------------------------------------------
@@ -203,50 +232,62 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 4, gap: int = 4) -> np
 # ---- the evaluation -------------------------------------------------------------------------------------------------
 
 
-def training_scene_height(generator: Generator) -> int:
-    metadata = getattr(generator, "metadata", {}) or {}
-    return int(metadata.get("scene_height", 256))
-
-
-def training_patch_cells(generator: Generator) -> int:
-    metadata = getattr(generator, "metadata", {}) or {}
-    return int(metadata.get("train_config", {}).get("patch_cells", 9))
+def _swd_against(fakes: torch.Tensor, reals: torch.Tensor, n: int, options: EvalOptions) -> tuple[dict, dict]:
+    """(SWD of fakes vs the first n reals, SWD of the other n reals vs the same: the real floor)."""
+    real_a, real_b = reals[:n], reals[n:]
+    per_image = options.descriptors_per_image
+    return swd(fakes, real_a, per_image=per_image, seed=options.seed), swd(
+        real_b, real_a, per_image=per_image, seed=options.seed
+    )
 
 
 def evaluate(
-    generator: Generator, data_dir: Path, options: EvalOptions | None = None, out_dir: Path | None = None
+    model: LoadedGenerator,
+    data_dir: Path,
+    options: EvalOptions | None = None,
+    out_dir: Path | None = None,
+    reals: RealSet | None = None,
 ) -> dict[str, Any]:
+    """Score one model against data_dir's training split and, when data_dir has one, its evaluation split.
+
+    Pass the same `reals` to score several models on identical real samples (what `infinitygan eval A B` does).
+    SWD values are x1e3 (PGGAN); *_floor is the same distance between two disjoint real halves."""
     options = options or EvalOptions()
-    generator.eval()
-    scene_height = options.scene_height or training_scene_height(generator)
-    cells = training_patch_cells(generator)
+    generator = model.generator.eval()
+    scene_height = options.scene_height or model.scene_height
+    reals = reals or RealSet(Path(data_dir), scene_height, options)
+    cells = model.patch_cells
     patch_px = generator.geometry.texture_size(cells)
     n = options.patches
 
-    reals, top_px = real_patches(data_dir, scene_height, patch_px, 2 * n, seed=options.seed + 1_000_003)
-    real_a, real_b = reals[:n], reals[n:]
-    fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
-    per_image = options.descriptors_per_image
-    fake_swd = swd(fakes, real_a, per_image=per_image, seed=options.seed)
-    floor_swd = swd(real_b, real_a, per_image=per_image, seed=options.seed)
+    result: dict[str, Any] = {}
+    for split, prefix in (("train", "swd"), ("eval", "swd_eval")):
+        if split == "eval" and not has_split(Path(data_dir), "eval"):
+            continue
+        images, top_px = reals.patches(split, patch_px)
+        fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
+        fake_swd, floor_swd = _swd_against(fakes, images, n, options)
+        result[prefix] = round(fake_swd["mean"], 3)
+        result[f"{prefix}_levels"] = fake_swd["levels"]
+        result[f"{prefix}_real_floor"] = round(floor_swd["mean"], 3)
+        result[f"{prefix}_floor_ratio"] = round(fake_swd["mean"] / max(floor_swd["mean"], 1e-9), 3)
 
-    # Scale-invariance: each image is a different world, at a different chunk-aligned column.
-    fake_squares, world_renders = [], []
-    for i in range(options.scaleinv_images):
+    # Scale-invariance: each image is a different world, at a different chunk-aligned column, framed like its real
+    # counterpart (the same rows above and below the horizon).
+    real_squares, horizons = reals.scene_squares()
+    fake_squares = []
+    for i, horizon in enumerate(horizons):
         world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
-        pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2))
+        pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2), top=-horizon)
         fake_squares.append(uint8_to_tensor(pixels))
-        if i < options.seeds:
-            world_renders.append(pixels)
-    real_squares = real_scene_squares(data_dir, scene_height, options.scaleinv_images, seed=options.seed + 17)
     scaleinv = swd(
         F.avg_pool2d(torch.stack(fake_squares), 4),
         F.avg_pool2d(real_squares, 4),
-        per_image=per_image,
+        per_image=options.descriptors_per_image,
         seed=options.seed,
     )
-    while len(world_renders) < options.seeds:  # fewer scale-invariance images than seeds
-        i = len(world_renders)
+    world_renders = []
+    for i in range(options.seeds):
         world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
         world_renders.append(scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2)))
 
@@ -258,23 +299,29 @@ def evaluate(
         pixels = render_region(world, x0, y0, 3 * CHUNK_PX, 4 * CHUNK_PX)
         seams.append(seam_ratio(pixels, x0, y0, period=generator.geometry.cell_px))
 
-    result = {
-        "swd": round(fake_swd["mean"], 3),
-        "swd_levels": fake_swd["levels"],
-        "swd_real_floor": round(floor_swd["mean"], 3),
-        "swd_real_floor_levels": floor_swd["levels"],
-        "swd_scaleinv_4x": round(scaleinv["mean"], 3),
-        "seam_score": round(float(np.mean(seams)), 4),
-        "diversity": round(diversity, 4),
-        "patch_px": patch_px,
-        "patches": n,
-        "scene_height": scene_height,
-        "psi": options.psi,
-        "trained_iterations": (getattr(generator, "metadata", {}) or {}).get("trained_iterations"),
-    }
+    result.update(
+        {
+            "swd_scaleinv_4x": round(scaleinv["mean"], 3),
+            "scaleinv_ratio": round(scaleinv["mean"] / max(result["swd"], 1e-9), 3),
+            "seam_score": round(float(np.mean(seams)), 4),
+            "diversity": round(diversity, 4),
+            "patch_px": patch_px,
+            "patches": n,
+            "scene_height": scene_height,
+            "psi": options.psi,
+            "trained_iterations": model.metadata.get("trained_iterations"),
+            "model_hash": model.model_hash,
+        }
+    )
     if out_dir is not None:
         _write_images(generator, world_renders, options, out_dir)
     return result
+
+
+def has_split(data_dir: Path, split: str) -> bool:
+    from infinitygan.data import MANIFEST_JSON
+
+    return (Path(data_dir) / split / MANIFEST_JSON).is_file()
 
 
 def _diversity(generator: Generator, options: EvalOptions, scene_height: int) -> float:
@@ -294,3 +341,28 @@ def _write_images(generator: Generator, renders: list[np.ndarray], options: Eval
     world = World(generator, WorldSpec(seed=options.seed, psi=DEFAULT_PSI))
     large = render_region(world, -width // 2, -height // 2, width, height)
     Image.fromarray(large).save(out_dir / "large_render.png")
+
+
+TABLE_COLUMNS = (
+    ("swd", "SWD"),
+    ("swd_real_floor", "floor"),
+    ("swd_floor_ratio", "xfloor"),
+    ("swd_eval", "SWD eval"),
+    ("swd_eval_real_floor", "floor"),
+    ("swd_eval_floor_ratio", "xfloor"),
+    ("swd_scaleinv_4x", "SWD 4x"),
+    ("scaleinv_ratio", "4x/1x"),
+    ("seam_score", "seam"),
+    ("diversity", "diversity"),
+    ("trained_iterations", "iterations"),
+)
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table, one row per model, of the headline numbers of evaluate()."""
+    header = "| model | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + " --- |" * (len(TABLE_COLUMNS) + 1)]
+    for name, result in results.items():
+        cells = [str(result.get(key, "-")) for key, _ in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

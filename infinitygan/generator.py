@@ -25,6 +25,7 @@ from infinitygan.layers import (
     TransposedUpsampleConv,
     center_crop,
 )
+from infinitygan.wavelets import haar_iwt
 
 
 @dataclass
@@ -69,26 +70,35 @@ class StructureSynthesizer(nn.Module):
 class TextureStage(nn.Module):
     """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, upsampler: str) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, upsampler: str, *, wavelets: bool) -> None:
         super().__init__()
         up_conv = (TransposedUpsampleConv if upsampler == "transposed" else HaarUpsampleConv)(
             in_channels, out_channels, w_dim
         )
         self.up = StyledLayer(up_conv, out_channels)
         self.conv = StyledLayer(ModulatedConv2d(out_channels, out_channels, 3, w_dim), out_channels)
-        self.to_rgb = ToRGB(out_channels, w_dim)
+        self.to_rgb = ToRGB(out_channels, w_dim, out_channels=12 if wavelets else 3)
 
 
 class TextureSynthesizer(nn.Module):
-    """G_T: a padding-free StyleGAN2 synthesis network fed z_S instead of a constant, with ToRGB skips."""
+    """G_T: a padding-free StyleGAN2 synthesis network fed z_S instead of a constant, with ToRGB skips.
+
+    With config.wavelet_output (SWAGAN), the last stage's ToRGB predicts the 4 Haar bands of each colour at that
+    stage's resolution; the RGB skip joins them as the LL band and the image is their inverse Haar transform.
+    """
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         widths = [config.structure_width, *config.texture_widths]
+        last = config.stages - 1
         self.stages = nn.ModuleList(
-            TextureStage(widths[i], widths[i + 1], config.w_dim, config.upsampler) for i in range(config.stages)
+            TextureStage(
+                widths[i], widths[i + 1], config.w_dim, config.upsampler, wavelets=config.wavelet_output and i == last
+            )
+            for i in range(config.stages)
         )
         self.skip_upsample = TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample()
+        self.wavelet_output = config.wavelet_output
 
     @property
     def num_styles(self) -> int:
@@ -103,7 +113,12 @@ class TextureSynthesizer(nn.Module):
             x = stage.up(x, _fit(styles[2 * i], x), noises[2 * i])
             x = stage.conv(x, _fit(styles[2 * i + 1], x), noises[2 * i + 1])
             stage_rgb = stage.to_rgb(x, _fit(styles[2 * i + 2], x))
-            rgb = stage_rgb if rgb is None else stage_rgb + center_crop(self.skip_upsample(rgb), *x.shape[-2:])
+            skip = None if rgb is None else center_crop(self.skip_upsample(rgb), *x.shape[-2:])
+            if stage_rgb.shape[1] == 12:  # Haar bands of the image (wavelet output): the skip is their LL band
+                if skip is not None:
+                    stage_rgb = stage_rgb + torch.cat([2.0 * skip, torch.zeros_like(skip).repeat(1, 3, 1, 1)], dim=1)
+                return haar_iwt(stage_rgb)
+            rgb = stage_rgb if skip is None else stage_rgb + skip
         return rgb
 
 
@@ -141,11 +156,21 @@ class Generator(nn.Module):
             styles[:, cut:] = self.mapping.truncate(self.mapping(z_mix), psi)[:, None, :]
         return styles
 
-    def forward(self, inputs: WindowInputs, structure_style: torch.Tensor, texture_styles) -> torch.Tensor:
-        """Image in [-1, 1]-ish, (B, 3, S, S) with S = geometry.texture_size(n) for an n-cell z_S window."""
+    def synthesize(
+        self, inputs: WindowInputs, structure_style: torch.Tensor, texture_styles
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, z_S): the image as forward() returns it and the structure G_S produced for it,
+        (B, structure_width, n, n) for an n-cell window (the diversity loss compares z_S of paired samples)."""
         z_s = self.structure(inputs.local_latents, inputs.coords, structure_style)
         styles = list(texture_styles.unbind(1)) if isinstance(texture_styles, torch.Tensor) else texture_styles
-        return self.texture(z_s, styles, inputs.noises)
+        return self.texture(z_s, styles, inputs.noises), z_s
+
+    def forward(self, inputs: WindowInputs, structure_style: torch.Tensor, texture_styles) -> torch.Tensor:
+        """Image in [-1, 1]-ish, (B, 3, S, S) with S = geometry.texture_size(n) for an n-cell z_S window.
+
+        structure_style: (B, global_dim) z_g, or a per-location map; texture_styles: (B, num_styles, w_dim) or a
+        list of per-layer styles."""
+        return self.synthesize(inputs, structure_style, texture_styles)[0]
 
 
 def build_generator(preset_or_config: str | GeneratorConfig, *, init_seed: int = 0, upsampler=None) -> Generator:

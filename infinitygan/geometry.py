@@ -30,13 +30,20 @@ class Geometry:
     stages: int
     upsampler: str
     structure_margin: int  # z_l cells lost per side by G_S
+    wavelet_output: bool = False  # the image is the inverse Haar transform of the last layer's 4 bands (SWAGAN)
 
     @classmethod
     def of(cls, config: GeneratorConfig) -> Geometry:
-        return cls(config.stages, config.upsampler, config.structure_blocks * (config.structure_kernel // 2))
+        margin = config.structure_blocks * (config.structure_kernel // 2)
+        return cls(config.stages, config.upsampler, margin, config.wavelet_output)
 
     @property
     def cell_px(self) -> int:
+        return 2 ** (self.stages + int(self.wavelet_output))
+
+    @property
+    def feature_cell_px(self) -> int:
+        """Elements per latent cell in the last G_T layer (half of cell_px with a wavelet output)."""
         return 2**self.stages
 
     # ---- sizes -------------------------------------------------------------------------------------------------
@@ -51,9 +58,11 @@ class Geometry:
         return sizes
 
     def texture_size(self, cells: int) -> int:
-        """Output pixels of an n-cell z_S window: 2^k n - 5 (2^k - 1) (transposed) or 2^k n - 2 (2^k - 1) (Haar)."""
+        """Output pixels of an n-cell z_S window: the last layer has 2^k n - 5 (2^k - 1) (transposed) or
+        2^k n - 2 (2^k - 1) (Haar) elements, and a wavelet output doubles that."""
         per_stage_margin = 5 if self.upsampler == "transposed" else 2
-        return self.cell_px * cells - per_stage_margin * (self.cell_px - 1)
+        features = self.feature_cell_px * cells - per_stage_margin * (self.feature_cell_px - 1)
+        return 2 * features if self.wavelet_output else features
 
     def min_cells(self) -> int:
         """The smallest z_S window whose every layer has a positive size."""
@@ -78,7 +87,11 @@ class Geometry:
 
     @property
     def output_origin(self) -> Fraction:
-        return self.layer_origin(2 * self.stages - 1)
+        last = 2 * self.stages - 1
+        if self.wavelet_output:
+            # The inverse Haar transform puts output pixels 2i and 2i + 1 a quarter step either side of element i.
+            return self.layer_origin(last) - self.layer_step(last) / 4
+        return self.layer_origin(last)
 
     @property
     def pixel_offset(self) -> int:
@@ -118,7 +131,7 @@ class Geometry:
     # ---- footprints ------------------------------------------------------------------------------------------------
     def structure_cell_reach(self) -> Fraction:
         """How far (in pixels, each side of its centre) one z_S cell's value reaches into the output."""
-        reach = Fraction(0)
+        reach = Fraction(1, 2) if self.wavelet_output else Fraction(0)  # the inverse Haar transform's half pixel
         for stage in range(self.stages):
             step_out = Fraction(self.cell_px, 2 ** (stage + 1))
             # transposed: the 3-tap transposed conv and the blur each reach one output pixel, the conv one more;

@@ -231,12 +231,12 @@ class StyledLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv without demodulation, plus bias."""
+    """1x1 modulated conv without demodulation, plus bias: 3 RGB channels, or 12 Haar bands (SWAGAN's tWavelets)."""
 
-    def __init__(self, in_channels: int, style_dim: int) -> None:
+    def __init__(self, in_channels: int, style_dim: int, out_channels: int = 3) -> None:
         super().__init__()
-        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.conv = ModulatedConv2d(in_channels, out_channels, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.conv(x, style) + self.bias

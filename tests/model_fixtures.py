@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from infinitygan import Generator, build_generator
+from infinitygan import Generator, build_generator, preset_config
+
+# Every upsampler, with and without SWAGAN's wavelet output ("+wavelet": three feature stages and Haar bands out,
+# so the latent cell stays 16 px like the others).
+ARCHITECTURES = ["transposed", "haar", "transposed+wavelet", "haar+wavelet"]
 
 
-def lively_tiny_generator(upsampler: str = "transposed", init_seed: int = 0) -> Generator:
+def tiny_config(architecture: str = "transposed"):
+    upsampler, _, output = architecture.partition("+")
+    config = preset_config("tiny", upsampler)
+    if output == "wavelet":
+        config = dataclasses.replace(config, texture_widths=config.texture_widths[:-1], wavelet_output=True)
+    return config
+
+
+def lively_tiny_generator(architecture: str = "transposed", init_seed: int = 0) -> Generator:
     """A tiny generator whose noise strengths are non-zero, so misaligned noise would show up as seams."""
-    generator = build_generator("tiny", init_seed=init_seed, upsampler=upsampler)
+    generator = build_generator(tiny_config(architecture), init_seed=init_seed)
     with torch.no_grad():
         for index, module in enumerate(m for m in generator.modules() if hasattr(m, "strength")):
             module.strength.fill_(0.3 + 0.05 * index)

@@ -23,10 +23,12 @@ def tiny_checkpoint(tmp_path):
 
 def test_checkpoint_round_trip_renders_identically(tiny_checkpoint):
     original = lively_tiny_generator()
-    loaded = load_generator(tiny_checkpoint)
+    model = load_generator(tiny_checkpoint)
+    loaded = model.generator
     assert loaded.config == original.config
-    assert loaded.metadata == {"note": "test"}
-    assert len(loaded.model_hash) == 16
+    assert model.metadata == {"note": "test"}
+    assert len(model.model_hash) == 16
+    assert not hasattr(loaded, "metadata") and not hasattr(loaded, "model_hash")  # nothing bolted on
     for name, tensor in original.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     a = render_region(World(original, WorldSpec(seed=1)), 0, 0, 64, 64)
@@ -97,7 +99,7 @@ def test_cli_render_writes_the_same_pixels_as_the_library(tmp_path, tiny_checkpo
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    expected = render_region(World(load_generator(tiny_checkpoint), WorldSpec(seed=9)), -40, -300, 300, 200)
+    expected = render_region(World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 300, 200)
     assert np.array_equal(np.asarray(Image.open(out)), expected)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -14,23 +15,22 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from infinitygan import data
+from infinitygan import recipe
 from infinitygan.data import (
-    LANDSCAPE_RECIPE,
     DataError,
     DataFetchError,
+    ManifestEntry,
     PatchDataset,
-    RecipeImage,
     UnreadableImageWarning,
-    copyright_holders,
-    fetch_recipe,
-    licensing_for,
     list_images,
-    load_images,
-    parse_dep5,
+    load_scenes,
     patch_vpos,
+    prepare_split,
     read_manifest,
+    write_manifest,
 )
+from infinitygan.debian import DebianPackage, copyright_holders, licensing_for, parse_dep5
+from infinitygan.recipe import LANDSCAPE_RECIPE, RecipeImage, fetch_recipe
 
 # --------------------------------------------------------------------------------------------------------------------
 # Image folders made for the tests.
@@ -114,49 +114,51 @@ def test_list_images_of_missing_folder_raises_data_error(tmp_path: Path) -> None
         list_images(tmp_path / "nowhere")
 
 
-def test_load_images_skips_unreadable_files_with_a_warning_naming_them(mixed_folder: Path) -> None:
+def test_load_scenes_skips_unreadable_files_with_a_warning_naming_them(mixed_folder: Path) -> None:
     with pytest.warns(UnreadableImageWarning) as caught:
-        images = load_images(mixed_folder, scene_height=64)
+        scenes = load_scenes(mixed_folder, scene_height=64)
     messages = " ".join(str(warning.message) for warning in caught)
     for name in BAD_FILES:
         assert name in messages
     assert len(caught) == len(BAD_FILES)
-    assert len(images) == len(GOOD_FILES)
-    assert all(image.mode == "RGB" and image.height == 64 for image in images)
+    assert len(scenes) == len(GOOD_FILES)
+    assert all(scene.pixels.dtype == torch.uint8 and scene.pixels.shape[:2] == (3, 64) for scene in scenes)
     # Sorted order: gradient 200x100, UPPER 160x120, square 90x90, portrait 60x120, shapes 300x150.
-    assert [image.width for image in images] == [128, 85, 64, 64, 128]
+    assert [scene.pixels.shape[2] for scene in scenes] == [128, 85, 64, 64, 128]
+    assert all(scene.horizon_row == 32 for scene in scenes)  # no manifest: the centre row
 
 
 def test_portrait_image_is_centre_cropped_to_a_square(tmp_path: Path) -> None:
     _portrait_bands().save(tmp_path / "portrait.png")
-    [image] = load_images(tmp_path, scene_height=48)
-    assert image.size == (48, 48)
-    mean = np.asarray(image, dtype=np.float32).mean(axis=(0, 1))
+    [scene] = load_scenes(tmp_path, scene_height=48)
+    assert scene.pixels.shape == (3, 48, 48)
+    mean = scene.pixels.float().mean(dim=(1, 2))
     assert mean[1] > 240 and mean[0] < 10 and mean[2] < 10
 
 
 def test_image_already_at_scene_height_is_not_resampled(tmp_path: Path) -> None:
     _save_coordinate_image(tmp_path / "exact.png", 100, 40)
-    [image] = load_images(tmp_path, scene_height=40)
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "exact.png").convert("RGB")))
+    [scene] = load_scenes(tmp_path, scene_height=40)
+    expected = np.asarray(Image.open(tmp_path / "exact.png").convert("RGB"))
+    assert np.array_equal(scene.pixels.permute(1, 2, 0).numpy(), expected)
 
 
 def test_folder_with_only_unreadable_images_raises_data_error(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(random.Random(1).randbytes(1000))
     (tmp_path / "b.png").write_bytes(b"")
     with pytest.warns(UnreadableImageWarning), pytest.raises(DataError, match="all 2 image files are unreadable"):
-        load_images(tmp_path, scene_height=32)
+        load_scenes(tmp_path, scene_height=32)
 
 
 def test_folder_without_images_raises_data_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hello")
     with pytest.raises(DataError, match="no usable image"):
-        load_images(tmp_path, scene_height=32)
+        load_scenes(tmp_path, scene_height=32)
 
 
-def test_load_images_rejects_non_positive_scene_height(mixed_folder: Path) -> None:
+def test_load_scenes_rejects_non_positive_scene_height(mixed_folder: Path) -> None:
     with pytest.raises(ValueError, match="scene_height"):
-        load_images(mixed_folder, scene_height=0)
+        load_scenes(mixed_folder, scene_height=0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -227,10 +229,12 @@ def test_vpos_is_negative_for_crops_above_the_horizon(tmp_path: Path) -> None:
 
 
 def test_patch_vpos_end_points() -> None:
-    assert patch_vpos(0, 69, 256) == -1.0
-    assert patch_vpos(256 - 69, 69, 256) == 1.0
-    assert patch_vpos(64, 128, 256) == 0.0
-    assert patch_vpos(0, 256, 256) == 0.0  # a patch as tall as the scene can only be centred
+    # Arguments: top row relative to the horizon, patch size, scene height.
+    assert patch_vpos(-128, 69, 256) == -1.0
+    assert patch_vpos(128 - 69, 69, 256) == 1.0
+    assert patch_vpos(-64, 128, 256) == 0.0
+    assert patch_vpos(-128, 256, 256) == 0.0  # a patch as tall as the scene can only be centred
+    assert patch_vpos(-500, 69, 256) == -1.0 and patch_vpos(500, 69, 256) == 1.0  # clamped
 
 
 def test_items_are_deterministic_and_independent_of_global_rng(mixed_folder: Path) -> None:
@@ -371,17 +375,17 @@ def test_largest_rendition_is_chosen_by_pixels_not_by_file_name(tmp_path: Path) 
     _gradient(40, 25).save(images / "9999x9999.png")  # the name lies: this one is small
     _gradient(80, 50).save(images / "80x50.jpg")
     (images / "1920x1080.jpg").symlink_to("80x50.jpg")
-    package = data._Package(name="test-wallpapers", version="1.0-1", root=tmp_path)
-    item = RecipeImage("test-wallpapers", "Test", ("usr/share/wallpapers/Test/contents/images/*",))
-    chosen, size = data._largest_rendition(package, item)
+    package = DebianPackage(name="test-wallpapers", version="1.0-1", root=tmp_path)
+    item = RecipeImage("test-wallpapers", "Test", ("usr/share/wallpapers/Test/contents/images/*",), horizon=0.5)
+    chosen, size = recipe._largest_rendition(package, item)
     assert chosen.name == "80x50.jpg" and size == (80, 50)
 
 
 def test_missing_recipe_file_raises_data_fetch_error(tmp_path: Path) -> None:
-    package = data._Package(name="test-wallpapers", version="1.0-1", root=tmp_path)
-    item = RecipeImage("test-wallpapers", "Gone", ("usr/share/backgrounds/Gone.jpg",))
+    package = DebianPackage(name="test-wallpapers", version="1.0-1", root=tmp_path)
+    item = RecipeImage("test-wallpapers", "Gone", ("usr/share/backgrounds/Gone.jpg",), horizon=0.5)
     with pytest.raises(DataFetchError, match="no file matching usr/share/backgrounds/Gone.jpg"):
-        data._largest_rendition(package, item)
+        recipe._largest_rendition(package, item)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -408,7 +412,7 @@ def test_fetch_recipe_refuses_to_replace_an_unrelated_folder(tmp_path: Path) -> 
 
 
 def test_fetch_recipe_reports_a_package_that_cannot_be_downloaded(tmp_path: Path) -> None:
-    recipe = (RecipeImage("infinitygan-no-such-package", "x", ("x.jpg",)),)
+    recipe = (RecipeImage("infinitygan-no-such-package", "x", ("x.jpg",), horizon=0.5),)
     with pytest.raises(DataFetchError):
         fetch_recipe(tmp_path / "out", workdir=tmp_path / "work", recipe=recipe)
     assert not (tmp_path / "out").exists()
@@ -427,27 +431,140 @@ def test_fetch_recipe_downloads_the_landscape_set(tmp_path: Path) -> None:
     entries = fetch_recipe(out_dir, workdir=tmp_path / "work")
 
     assert [entry.file.rsplit(".", 1)[0] for entry in entries] == [item.output_stem for item in LANDSCAPE_RECIPE]
-    assert read_manifest(out_dir) == entries
-    assert json.loads((out_dir / "MANIFEST.json").read_text())["format"] == 1
-    assert (out_dir / "MANIFEST.md").is_file()
+    train, evaluation = read_manifest(out_dir / "train"), read_manifest(out_dir / "eval")
+    assert len(train) == 14 and len(evaluation) == 2
+    assert train + evaluation == entries
+    assert {e.file for e in evaluation} == {"summer_1am.jpg", "sunset_by_Aitzol_Berasategi.jpg"}
+    assert json.loads((out_dir / "train" / "MANIFEST.json").read_text())["format"] == 2
+    assert (out_dir / "MANIFEST.md").is_file() and (out_dir / "horizons.png").is_file()
+    horizons = {item.output_stem: item.horizon for item in LANDSCAPE_RECIPE}
     for entry in entries:
         assert entry.license and entry.author and entry.package_version
-        with Image.open(out_dir / entry.file) as image:
+        assert entry.horizon == horizons[entry.file.rsplit(".", 1)[0]]
+        with Image.open(out_dir / entry.split / entry.file) as image:
             assert image.size == (entry.width, entry.height)
-            assert entry.width >= 1600  # the largest rendition, not a thumbnail
-    assert len(load_images(out_dir, scene_height=128)) == len(LANDSCAPE_RECIPE)
+            assert entry.width >= 1138  # the largest rendition, not a thumbnail (sheep.jpg is 1138 wide)
+    lxqt = [e for e in entries if e.package == "lxqt-themes"]
+    assert lxqt and all("CC-BY-SA-3.0" in e.notes and e.license == "LGPL-2.1+" for e in lxqt)  # both recorded
+    assert len(load_scenes(out_dir, scene_height=128)) == 14
+    assert len(load_scenes(out_dir, scene_height=128, split="eval")) == 2
 
     # Re-running replaces the folder whole: nothing from the first run survives.
     lomiri_only = tuple(item for item in LANDSCAPE_RECIPE if item.package == "lomiri-wallpapers-16.04")[:1]
     fetch_recipe(out_dir, workdir=tmp_path / "work", recipe=lomiri_only)
-    assert sorted(path.name for path in out_dir.iterdir()) == sorted(
-        ["MANIFEST.json", "MANIFEST.md", "aitzgorri_by_Aitzol_Berasategi.jpg"]
-    )
+    assert sorted(path.name for path in out_dir.iterdir()) == ["MANIFEST.md", "horizons.png", "train"]
+    assert [path.name for path in (out_dir / "train").iterdir() if path.suffix == ".jpg"] == [
+        "aitzgorri_by_Aitzol_Berasategi.jpg"
+    ]
 
     # A failing run leaves the previous result untouched and no staging folders behind.
-    broken = (RecipeImage("lomiri-wallpapers-16.04", "Gone", ("usr/share/backgrounds/Gone.jpg",)),)
+    broken = (RecipeImage("lomiri-wallpapers-16.04", "Gone", ("usr/share/backgrounds/Gone.jpg",), horizon=0.5),)
     with pytest.raises(DataFetchError, match="Gone.jpg"):
         fetch_recipe(out_dir, workdir=tmp_path / "work", recipe=broken)
-    assert len(read_manifest(out_dir)) == 1
+    assert len(read_manifest(out_dir / "train")) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["landscapes", "work"]
     assert list((tmp_path / "work").iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The recipe, horizons and splits
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_recipe_has_fourteen_training_photos_and_a_two_photo_evaluation_split() -> None:
+    train = [item.output_stem for item in LANDSCAPE_RECIPE if item.split == "train"]
+    evaluation = [item.output_stem for item in LANDSCAPE_RECIPE if item.split == "eval"]
+    assert len(train) == 14 and len(set(train)) == 14
+    assert evaluation == ["summer_1am", "sunset_by_Aitzol_Berasategi"]
+    assert not set(train) & set(evaluation)
+    assert {item.package for item in LANDSCAPE_RECIPE} == {
+        "plasma-workspace-wallpapers",
+        "mate-backgrounds",
+        "lomiri-wallpapers-16.04",
+        "lxqt-themes",
+        "tuxpaint-data",
+    }
+    # Every photo carries a horizon; the two without sky say how theirs was decided.
+    assert all(-1 <= item.horizon <= 1 for item in LANDSCAPE_RECIPE)
+    no_sky = {item.output_stem: item for item in LANDSCAPE_RECIPE if item.horizon_note}
+    assert set(no_sky) == {"Path", "life_by_Aitzol_Berasategi"}
+    assert no_sky["life_by_Aitzol_Berasategi"].horizon < 0  # above the frame
+
+
+def _manifest_folder(folder: Path, horizons: dict[str, float], split: str = "train", width: int = 160) -> Path:
+    """A data folder as fetch_recipe writes it: coordinate images (green = row) and a MANIFEST.json."""
+    folder.mkdir(parents=True)
+    entries = []
+    for name, horizon in horizons.items():
+        _save_coordinate_image(folder / f"{name}.png", width, 64)
+        entries.append(
+            ManifestEntry(
+                file=f"{name}.png",
+                package="test",
+                package_version="1",
+                path_in_package=name,
+                width=width,
+                height=64,
+                sha256="",
+                author="",
+                copyright="",
+                license="",
+                license_source="",
+                horizon=horizon,
+                split=split,
+            )
+        )
+    write_manifest(folder, entries)
+    return folder
+
+
+def test_position_labels_follow_each_photos_recorded_horizon(tmp_path: Path) -> None:
+    horizons = {"high": 0.25, "middle": 0.5, "low": 0.78, "above": -0.1}
+    folder = _manifest_folder(tmp_path / "data", horizons)
+    height, size = 64, 16
+    dataset = PatchDataset(folder, scene_height=height, patch_size=size, length=400, seed=2)
+    assert dataset.horizon_rows == [math.floor(h * height + 0.5) for h in (-0.1, 0.25, 0.78, 0.5)]  # sorted names
+    seen = set()
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        name = dataset.image_paths[sample["image_index"]].stem
+        crop_top = int(_to_uint8(sample["image"])[1, 0, 0])  # green channel = the row it was cut from
+        assert 0 <= crop_top <= height - size  # only rows that exist
+        assert sample["top_px"] == crop_top - math.floor(horizons[name] * height + 0.5)
+        assert float(sample["vpos"]) == pytest.approx(patch_vpos(sample["top_px"], size, height))
+        seen.add(name)
+    assert seen == set(horizons)
+
+
+def test_the_evaluation_split_never_reaches_the_training_dataset(tmp_path: Path) -> None:
+    data_dir = tmp_path / "landscapes"
+    _manifest_folder(data_dir / "train", {"a": 0.5, "b": 0.4})
+    _manifest_folder(data_dir / "eval", {"held_out": 0.6}, split="eval")
+
+    # The fetched folder resolves to its train split; an explicit train folder is the same.
+    for folder in (data_dir, data_dir / "train"):
+        dataset = PatchDataset(folder, scene_height=64, patch_size=16, length=50)
+        assert [path.name for path in dataset.image_paths] == ["a.png", "b.png"]
+        assert all(dataset.image_paths[dataset[i]["image_index"]].parent.name == "train" for i in range(50))
+    # Pointing training at the eval folder is refused, not silently trained on.
+    with pytest.raises(DataError, match="eval split"):
+        PatchDataset(data_dir / "eval", scene_height=64, patch_size=16)
+    # A folder above the data folder (no manifest of its own) is listed recursively, but without the eval split.
+    listed = [path.name for path in list_images(tmp_path)]
+    assert listed == ["a.png", "b.png"]
+    # Evaluation reads its split explicitly.
+    assert [scene.path.name for scene in load_scenes(data_dir, 64, split="eval")] == ["held_out.png"]
+
+
+def test_prepared_data_samples_the_same_patches_as_the_original(tmp_path: Path) -> None:
+    data_dir = tmp_path / "landscapes"
+    _manifest_folder(data_dir / "train", {"a": 0.3, "b": 0.7}, width=300)
+    _manifest_folder(data_dir / "eval", {"held_out": 0.6}, split="eval")
+    entries = prepare_split(data_dir, tmp_path / "prepared", scene_height=48)
+    assert [entry.file for entry in entries] == ["a.png", "b.png"]  # the training split only
+    assert [entry.horizon for entry in entries] == pytest.approx([0.3, 0.7])
+    original = PatchDataset(data_dir, scene_height=48, patch_size=16, length=30, seed=4)
+    prepared = PatchDataset(tmp_path / "prepared", scene_height=48, patch_size=16, length=30, seed=4)
+    for index in range(30):
+        a, b = original[index], prepared[index]
+        assert torch.equal(a["image"], b["image"]) and a["top_px"] == b["top_px"]

@@ -3,9 +3,9 @@ import torch
 
 from infinitygan import World, WorldSpec
 from infinitygan.geometry import Geometry
-from tests.model_fixtures import lively_tiny_generator
+from tests.model_fixtures import ARCHITECTURES, lively_tiny_generator
 
-UPSAMPLERS = ["transposed", "haar"]
+UPSAMPLERS = ARCHITECTURES
 
 
 @pytest.mark.parametrize("upsampler", UPSAMPLERS)
@@ -23,8 +23,10 @@ def test_size_algebra_matches_module_outputs(upsampler, cells):
     assert image.shape[-2:] == (geometry.texture_size(cells), geometry.texture_size(cells + 2))
     assert [n.shape[-1] for n in inputs.noises] == geometry.layer_sizes(cells + 2)
     k = geometry.stages
-    closed_form = 2**k * cells - (5 if upsampler == "transposed" else 2) * (2**k - 1)
-    assert geometry.texture_size(cells) == closed_form == geometry.layer_sizes(cells)[-1]
+    features = 2**k * cells - (5 if upsampler.startswith("transposed") else 2) * (2**k - 1)
+    assert features == geometry.layer_sizes(cells)[-1]
+    assert geometry.texture_size(cells) == (2 * features if geometry.wavelet_output else features)
+    assert geometry.cell_px == 16
 
 
 def test_reference_sizes_of_the_paper():

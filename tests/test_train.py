@@ -15,14 +15,9 @@ from infinitygan import World, WorldSpec, build_generator, load_generator
 from infinitygan.coords import coordinate_grid
 from infinitygan.discriminator import STDDEV_GROUP, Discriminator, minibatch_stddev
 from infinitygan.losses import diversity_loss, r1_penalty
-from infinitygan.train import (
-    TrainConfig,
-    lazy_adam,
-    paired_labels,
-    sample_fake_inputs,
-    train,
-    window_row_px,
-)
+from infinitygan.sampling import paired_labels, sample_fake_inputs, window_row_px
+from infinitygan.training import TrainConfig, train
+from infinitygan.training.phases import lazy_adam
 
 
 @pytest.fixture(autouse=True)
@@ -71,14 +66,16 @@ def tiny_config(**overrides) -> TrainConfig:
 def test_training_steps_are_finite_and_checkpoint_round_trips(landscape_dir, tmp_path):
     trainer = train(tiny_config(max_iterations=3), landscape_dir, tmp_path / "run", progress=False)
     assert trainer.step == 3
-    for name in ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real"):
+    for name in ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t"):
         assert math.isfinite(trainer.losses[name]), name
-    generator = load_generator(tmp_path / "run" / "generator.safetensors")
-    assert generator.metadata["trained_iterations"] == 3
-    assert generator.metadata["scene_height"] == 128
-    assert generator.metadata["train_config"]["preset"] == "tiny"
-    for name, tensor in trainer.g_ema.state_dict().items():
-        assert torch.equal(generator.state_dict()[name], tensor), name
+    assert -1 <= trainer.losses["r_t"] <= 1
+    model = load_generator(tmp_path / "run" / "generator.safetensors")
+    assert model.metadata["trained_iterations"] == 3
+    assert model.metadata["scene_height"] == 128
+    assert model.metadata["train_config"]["preset"] == "tiny"
+    assert model.metadata["precision"] in ("bf16", "fp32")
+    for name, tensor in trainer.models.g_ema.state_dict().items():
+        assert torch.equal(model.generator.state_dict()[name], tensor), name
     assert list((tmp_path / "run" / "samples").glob("*.png"))
 
 
@@ -89,10 +86,10 @@ def test_resume_continues_the_same_run(landscape_dir, tmp_path):
     assert state["step"] == 2
     resumed = train(tiny_config(max_iterations=4), landscape_dir, tmp_path / "resumed", progress=False)
     assert resumed.step == 4
-    for name, tensor in straight.generator.state_dict().items():
-        torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
-    for name, tensor in straight.discriminator.state_dict().items():
-        torch.testing.assert_close(resumed.discriminator.state_dict()[name], tensor, msg=name)
+    for name, tensor in straight.models.generator.state_dict().items():
+        torch.testing.assert_close(resumed.models.generator.state_dict()[name], tensor, msg=name)
+    for name, tensor in straight.models.discriminator.state_dict().items():
+        torch.testing.assert_close(resumed.models.discriminator.state_dict()[name], tensor, msg=name)
 
 
 def test_lazy_regularisation_correction():
@@ -217,6 +214,7 @@ def test_eval_cli_prints_one_json_object(landscape_dir, tmp_path, capsys):
         assert isinstance(result[key], float) and math.isfinite(result[key]), key
     assert result["scene_height"] == 128
     assert result["swd_real_floor"] < result["swd"]  # an untrained model is far from the data
+    assert "swd_eval" not in result  # a plain folder has no evaluation split
     assert (tmp_path / "eval" / "contact_sheet.png").is_file()
     assert (tmp_path / "eval" / "large_render.png").is_file()
 

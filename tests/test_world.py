@@ -9,7 +9,7 @@ import torch
 from infinitygan import COORD_LIMIT, RegionError, World, WorldSpec, render_region, save_generator
 from infinitygan.latents import STREAM_LOCAL, normal_grid, normal_vector
 from infinitygan.world import to_uint8
-from tests.model_fixtures import lively_tiny_generator
+from tests.model_fixtures import ARCHITECTURES, lively_tiny_generator
 
 # (x, y) of the 512x512 test areas: the origin, and far out in the world.
 AREAS = [(0, 0), (10**9, -(10**6))]
@@ -30,7 +30,7 @@ def assert_seamless(a: np.ndarray, b: np.ndarray) -> None:
     assert (diff == 0).mean() >= 0.9999, f"only {(diff == 0).mean():.6f} of values identical"
 
 
-@pytest.mark.parametrize("upsampler", ["transposed", "haar"])
+@pytest.mark.parametrize("upsampler", ARCHITECTURES)
 @pytest.mark.parametrize(("x", "y"), AREAS)
 def test_512_render_equals_four_256_renders_and_one_big_window(upsampler, x, y):
     world = World(lively_tiny_generator(upsampler), WorldSpec(seed=7))

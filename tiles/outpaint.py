@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
 from infinitygan.invert import QUALITY, invert_photo, place_photo
 from infinitygan.world import WorldSpec
 from tiles.jobs import Claim, JobQueue, JobRecord, JobResult
 from tiles.redis_link import RedisLink, RedisUnavailable, connect
-from tiles.renderer import model_hash_of
 from tiles.uploads import decode_photo
 from tiles.worlds import WorldRecord
 
@@ -47,10 +47,6 @@ def worker_link(redis_url: str) -> RedisLink:
     return RedisLink(connect(redis_url, command_timeout_s=WORKER_COMMAND_TIMEOUT_S))
 
 
-def scene_height_of(generator: Generator) -> int:
-    return int(getattr(generator, "metadata", {}).get("scene_height", 256))
-
-
 @dataclasses.dataclass
 class _Progress:
     """Written by the inversion thread, read by the heartbeat task: the latest step, no locking needed."""
@@ -64,13 +60,13 @@ class _Progress:
 
 
 class OutpaintWorker:
-    def __init__(self, generator: Generator, queue: JobQueue, *, concurrency: int = 1, name: str = "worker") -> None:
+    def __init__(self, model: LoadedGenerator, queue: JobQueue, *, concurrency: int = 1, name: str = "worker") -> None:
         self.queue = queue
         self.concurrency = concurrency
         self.name = name
-        self.model_hash = model_hash_of(generator)
-        self.scene_height = scene_height_of(generator)
-        self._generators = [copy.deepcopy(generator).eval() for _ in range(concurrency)]
+        self.model_hash = model.model_hash
+        self.scene_height = model.scene_height
+        self._generators = [copy.deepcopy(model.generator).eval() for _ in range(concurrency)]
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="outpaint")
         self._stop = threading.Event()  # read by inversion threads at every step
         self._tasks: list[asyncio.Task] = []

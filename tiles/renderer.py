@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 
 import torch
 
-from infinitygan.generator import Generator
+from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.world import World, WorldSpec
 from tiles.anchors import StoredAnchor
 from tiles.geometry import TileAddress
@@ -17,24 +16,12 @@ from tiles.imaging import encode_png
 WORLD_MEMO_SIZE = 64
 
 
-def model_hash_of(generator: Generator) -> str:
-    """The checkpoint's hash when loaded from a file; else a hash of the config and weights (built in memory)."""
-    known = getattr(generator, "model_hash", None)
-    if known:
-        return known
-    digest = hashlib.sha256(generator.config.to_json().encode())
-    for name, tensor in sorted(generator.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 class TileRenderer:
     """Renders native tiles; thread-safe, so a pool of render threads can share one generator."""
 
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator.eval()
-        self.model_hash = model_hash_of(generator)
+    def __init__(self, model: LoadedGenerator) -> None:
+        self.generator = model.generator.eval()
+        self.model_hash = model.model_hash
         self._worlds: OrderedDict[tuple[WorldSpec, str | None], World] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -19,8 +19,8 @@ import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
-from infinitygan.checkpoint import load_generator, save_generator
-from infinitygan.generator import Generator, build_generator
+from infinitygan.checkpoint import LoadedGenerator, load_generator, save_generator
+from infinitygan.generator import build_generator
 from tiles.embedded_redis import EmbeddedRedis
 
 
@@ -53,7 +53,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_generator(tiny_model: Path) -> Generator:
+def tiny_loaded(tiny_model: Path) -> LoadedGenerator:
     return load_generator(tiny_model)
 
 

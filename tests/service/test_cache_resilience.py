@@ -69,10 +69,10 @@ def test_filling_the_tile_cache_never_evicts_worlds(client: httpx.Client, redis_
         redis_client.config_set("maxmemory", old_limit)
 
 
-def build_replica(generator, redis_url: str, lock_ttl_ms: int = 30_000) -> tuple[TileService, RedisLink]:
+def build_replica(model, redis_url: str, lock_ttl_ms: int = 30_000) -> tuple[TileService, RedisLink]:
     link = RedisLink(connect(redis_url))
     service = TileService(
-        TileRenderer(generator),
+        TileRenderer(model),
         TileCache(link),
         RenderScheduler(threads=1, max_pending=8),
         TileGrid(),
@@ -83,10 +83,10 @@ def build_replica(generator, redis_url: str, lock_ttl_ms: int = 30_000) -> tuple
     return service, link
 
 
-def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_generator, redis_client, redis_url) -> None:
+def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_loaded, redis_client, redis_url) -> None:
     async def scenario() -> None:
-        holder, holder_link = build_replica(tiny_generator, redis_url)
-        waiter, waiter_link = build_replica(tiny_generator, redis_url)
+        holder, holder_link = build_replica(tiny_loaded, redis_url)
+        waiter, waiter_link = build_replica(tiny_loaded, redis_url)
         world = WorldRecord.create(holder.model_hash, 5)
         tile = TileAddress(5, 3, 4)
         key = tile_key(holder.model_hash, world.id, tile)
@@ -109,10 +109,10 @@ def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_generator, 
     asyncio.run(scenario())
 
 
-def test_a_live_holder_keeps_its_lock_past_the_ttl_by_renewing(tiny_generator, redis_client, redis_url) -> None:
+def test_a_live_holder_keeps_its_lock_past_the_ttl_by_renewing(tiny_loaded, redis_client, redis_url) -> None:
     async def scenario() -> None:
-        holder, holder_link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
-        waiter, waiter_link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
+        holder, holder_link = build_replica(tiny_loaded, redis_url, lock_ttl_ms=300)
+        waiter, waiter_link = build_replica(tiny_loaded, redis_url, lock_ttl_ms=300)
         world = WorldRecord.create(holder.model_hash, 8)
         tile = TileAddress(5, -3, 2)
         key = tile_key(holder.model_hash, world.id, tile)
@@ -134,9 +134,9 @@ def test_a_live_holder_keeps_its_lock_past_the_ttl_by_renewing(tiny_generator, r
     asyncio.run(scenario())
 
 
-def test_lock_release_only_deletes_our_own_lock(tiny_generator, redis_client, redis_url) -> None:
+def test_lock_release_only_deletes_our_own_lock(tiny_loaded, redis_client, redis_url) -> None:
     async def scenario() -> None:
-        service, link = build_replica(tiny_generator, redis_url)
+        service, link = build_replica(tiny_loaded, redis_url)
         ours = await service.cache.acquire_lock("k", 60_000)
         await service.cache.release_lock("k", "someone-else")
         assert await service.cache.acquire_lock("k", 60_000) is None  # still held by us
@@ -148,9 +148,9 @@ def test_lock_release_only_deletes_our_own_lock(tiny_generator, redis_client, re
     asyncio.run(scenario())
 
 
-def test_abandoned_lock_is_taken_over_once_it_lapses(tiny_generator, redis_client, redis_url) -> None:
+def test_abandoned_lock_is_taken_over_once_it_lapses(tiny_loaded, redis_client, redis_url) -> None:
     async def scenario() -> None:
-        service, link = build_replica(tiny_generator, redis_url, lock_ttl_ms=300)
+        service, link = build_replica(tiny_loaded, redis_url, lock_ttl_ms=300)
         world = WorldRecord.create(service.model_hash, 6)
         tile = TileAddress(5, 0, 0)
         # A replica that crashed while rendering: its lock is never released nor renewed, and no tile is written.

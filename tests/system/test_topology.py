@@ -298,7 +298,7 @@ def assert_cached_tiles_are_complete_and_correct(
             assert image.size == (TILE_SIZE, TILE_SIZE)
             assert 0 < client.ttl(key) <= TILE_TTL_S
             tiles[(x, y)] = np.asarray(image.convert("RGB"))
-    reference = World(load_generator(model_path), WorldSpec(seed=world["seed"], psi=world["psi"]))
+    reference = World(load_generator(model_path).generator, WorldSpec(seed=world["seed"], psi=world["psi"]))
     for (x, y), pixels in random.Random(0).sample(sorted(tiles.items()), min(pixel_checks, len(tiles))):
         with torch.inference_mode():
             expected = reference.render_chunk(y, x)

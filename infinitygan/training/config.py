@@ -1,0 +1,115 @@
+"""TrainConfig: every setting of a training run, stored with the run's state and in every checkpoint it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from infinitygan.augment import DEFAULT_POLICY, parse_policy
+from infinitygan.config import PRESETS
+
+PRECISIONS = ("auto", "bf16", "fp32")
+D_INPUTS = ("rgb", "wavelet")
+# Settings a resumed run may change: when and where it runs, not what it learns.
+RUNTIME_FIELDS = ("max_iterations", "max_minutes", "threads", "device", "checkpoint_minutes", "sample_every")
+
+
+def fast_bf16(device: str) -> bool:
+    """Whether bf16 convolutions are fast on device: CUDA with bf16 support, or a CPU with oneDNN bf16 kernels."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@dataclass
+class TrainConfig:
+    """A training run's recipe.
+
+    preset: generator preset ("small", "small-wavelet" = SWAGAN's wavelet G, ...); d_input: "rgb" or "wavelet"
+    (SWAGAN's D reads the Haar DWT of its input). augment: DiffAugment policy, comma-separated ("" = off).
+    precision: "bf16" runs the forward passes of the adversarial steps under bf16 autocast (losses, R1, path length,
+    EMA and w_avg stay fp32); "fp32" everywhere; "auto" (default) picks bf16 where the device has fast bf16
+    kernels (CUDA, or a CPU whose oneDNN supports bf16: AVX512-BF16/AMX) and fp32 elsewhere, since oneDNN's
+    fallback for bf16 convolutions is ~30x slower than fp32 (measured: bench/bench_training.py).
+    init_from: a generator checkpoint whose tensors of matching name and shape start G and its EMA (a warm start).
+    Sizes are in pixels, rates per iteration; batch is in images.
+    """
+
+    preset: str = "small"
+    patch_cells: int = 9  # z_S cells per side of a training window: 9 -> 69 px (small), 74 px (small-wavelet)
+    batch: int = 8
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    position_weight: float = 1.0
+    diversity_weight: float = 1.0
+    style_mixing: float = 0.9
+    ema_half_life_images: float = 5_000.0  # shorter than the paper's 10k: CPU runs see ~50k images
+    ema_rampup: float | None = 0.05  # half-life <= this fraction of the images seen (StyleGAN2-ADA): early EMA
+    # weights would otherwise stay mostly the random init for thousands of iterations
+    scene_height: int = 256
+    d_base_width: int = 16
+    d_max_width: int = 128
+    d_input: str = "rgb"
+    augment: str = DEFAULT_POLICY
+    precision: str = "auto"
+    init_from: str | None = None
+    init_seed: int = 0
+    seed: int = 0
+    data_seed: int = 0
+    checkpoint_minutes: float = 5.0
+    sample_every: int = 500
+    max_iterations: int | None = None
+    max_minutes: float | None = None
+    threads: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.batch < 2 or self.batch % 2:
+            raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
+        if self.patch_cells < 1:
+            raise ValueError(f"patch_cells must be positive, got {self.patch_cells}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.d_input not in D_INPUTS:
+            raise ValueError(f"d_input must be one of {D_INPUTS}, got {self.d_input!r}")
+        parse_policy(self.augment)
+
+    def resolved_precision(self, device: str | None = None) -> str:
+        """ "bf16" or "fp32": what the run computes in on device (default: self.device)."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if fast_bf16(device or self.device) else "fp32"
+
+    @property
+    def augment_policy(self) -> tuple[str, ...]:
+        return parse_policy(self.augment)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Unknown keys are ignored; keys missing from an older run's config take the defaults of that era
+        (no augmentation, fp32, RGB discriminator), so an old run resumes as it was."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {"augment": "", "precision": "fp32", "d_input": "rgb"}
+        values.update({k: v for k, v in data.items() if k in known})
+        return cls(**values)
+
+    def resumed_with(self, **runtime: Any) -> TrainConfig:
+        """This config with runtime settings (RUNTIME_FIELDS) and the batch size replaced, for a resumed run."""
+        allowed = {*RUNTIME_FIELDS, "batch"}
+        unknown = sorted(set(runtime) - allowed)
+        if unknown:
+            raise ValueError(f"a resumed run keeps its recipe; cannot change {unknown}")
+        return dataclasses.replace(self, **runtime)

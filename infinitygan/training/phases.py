@@ -1,0 +1,155 @@
+"""The loss phases of one InfinityGAN training iteration, apart from the run driver and from state storage.
+
+Each phase takes the models, a batch and the run's random generator, takes one optimiser step and returns the
+numbers it logs. Forward passes of the adversarial phases run under bf16 autocast when the config asks for it;
+losses, R1, path length, EMA and the mapping's w_avg stay fp32 (data.md: bf16 convolutions are ~2x faster here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from infinitygan.augment import diff_augment
+from infinitygan.discriminator import Discriminator
+from infinitygan.generator import Generator
+from infinitygan.losses import (
+    PathLengthRegularizer,
+    d_logistic_loss,
+    diversity_loss,
+    g_nonsaturating_loss,
+    position_loss,
+    r1_penalty,
+)
+from infinitygan.sampling import FakeBatch, paired_labels, sample_fake_inputs
+from infinitygan.training.config import TrainConfig
+
+
+@dataclass
+class Models:
+    """What the phases train: G, D, G's EMA, their optimisers and the path-length running mean."""
+
+    generator: Generator
+    discriminator: Discriminator
+    g_ema: Generator
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    path_length: PathLengthRegularizer
+
+
+def lazy_adam(params, config: TrainConfig, interval: int) -> torch.optim.Adam:
+    """Adam with StyleGAN2's lazy-regularisation correction: lr * c and beta ** c, c = k / (k + 1)."""
+    c = interval / (interval + 1)
+    return torch.optim.Adam(params, lr=config.lr * c, betas=(config.betas[0] ** c, config.betas[1] ** c), eps=1e-8)
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    """bf16 autocast when the config resolves to bf16 on device, else a no-op context."""
+    if config.resolved_precision(device.type) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _fake(models: Models, config: TrainConfig, top_px, rng, device, *, paired: bool) -> FakeBatch:
+    return sample_fake_inputs(
+        models.generator, top_px, config.patch_cells, rng, device, mixing=config.style_mixing, paired=paired
+    )
+
+
+def _discriminate(d: Discriminator, images: torch.Tensor, config: TrainConfig, rng: torch.Generator):
+    logits, position = d(diff_augment(images, config.augment_policy, rng))
+    return logits.float(), position.float()
+
+
+def d_step(
+    models: Models, config: TrainConfig, real: torch.Tensor, top_px: torch.Tensor, vpos: torch.Tensor, rng
+) -> dict[str, float]:
+    """Logistic D loss + L_ar on real and fake (fakes at the reals' vertical positions), both augmented."""
+    g, d, device = models.generator, models.discriminator, real.device
+    g.requires_grad_(False)
+    d.requires_grad_(True)
+    with autocast(config, device):
+        with torch.no_grad():
+            batch = _fake(models, config, top_px, rng, device, paired=False)
+            fake_images = g(batch.inputs, batch.z_global, batch.styles)
+        fake_logits, fake_pos = _discriminate(d, fake_images, config, rng)
+        real_logits, real_pos = _discriminate(d, real, config, rng)
+    adv = d_logistic_loss(real_logits, fake_logits)
+    real_position = position_loss(real_pos, vpos)
+    loss = adv + config.position_weight * (real_position + position_loss(fake_pos, vpos))
+    models.d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    models.d_opt.step()
+    return {
+        "d": adv.item(),
+        "d_pos_real": real_position.item(),
+        "real_score": real_logits.detach().mean().item(),
+        "fake_score": fake_logits.detach().mean().item(),
+        # ADA's overfitting signal: the share of (augmented) reals D calls real, as 2p - 1.
+        "r_t": real_logits.detach().sign().mean().item(),
+    }
+
+
+def r1_step(models: Models, config: TrainConfig, real: torch.Tensor, rng) -> dict[str, float]:
+    """Lazy R1 on augmented reals, in fp32 (its double backward is where bf16 would lose the most)."""
+    d = models.discriminator
+    real = real.detach().requires_grad_(True)
+    logits, position = d(diff_augment(real, config.augment_policy, rng))
+    penalty = r1_penalty(logits, real)
+    # 0 * position keeps every D parameter in the graph.
+    loss = config.r1_gamma / 2 * penalty * config.r1_interval + 0 * position.sum()
+    models.d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    models.d_opt.step()
+    return {"r1": penalty.item()}
+
+
+def g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, vpos: torch.Tensor, rng) -> dict[str, float]:
+    """Non-saturating G loss + L_ar + L1 diversity on paired samples (shared z_g and coordinates, fresh z_l)."""
+    g, d = models.generator, models.discriminator
+    device = vpos.device
+    g.requires_grad_(True)
+    d.requires_grad_(False)
+    with autocast(config, device):
+        batch = _fake(models, config, top_px, rng, device, paired=True)
+        images, z_s = g.synthesize(batch.inputs, batch.z_global, batch.styles)
+        logits, position = _discriminate(d, images, config, rng)
+    adv = g_nonsaturating_loss(logits)
+    position_term = position_loss(position, paired_labels(vpos))
+    half = images.shape[0] // 2
+    local, z_s = batch.inputs.local_latents, z_s.float()
+    diversity = diversity_loss(local[:half], local[half:], z_s[:half], z_s[half:])
+    loss = adv + config.position_weight * position_term + config.diversity_weight * diversity
+    models.g_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    models.g_opt.step()
+    return {"g": adv.item(), "g_pos": position_term.item(), "div": diversity.item()}
+
+
+def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, rng) -> dict[str, float]:
+    """StyleGAN2's path-length regulariser on half a batch, in fp32."""
+    g = models.generator
+    device = next(g.parameters()).device
+    half = max(1, top_px.shape[0] // 2)
+    batch = sample_fake_inputs(
+        g, top_px[:half], config.patch_cells, rng, device, mixing=config.style_mixing, paired=False
+    )
+    styles = batch.styles.detach().float().requires_grad_(True)
+    images = g(batch.inputs, batch.z_global, styles)
+    penalty = models.path_length(images, styles)
+    loss = config.pl_weight * config.pl_interval * penalty
+    models.g_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    models.g_opt.step()
+    return {"pl": penalty.item(), "pl_mean": models.path_length.mean}
+
+
+@torch.no_grad()
+def update_ema(models: Models, beta: float) -> None:
+    """G_ema = beta G_ema + (1 - beta) G, in fp32; buffers (w_avg) are copied."""
+    for p_ema, p in zip(models.g_ema.parameters(), models.generator.parameters(), strict=True):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(models.g_ema.buffers(), models.generator.buffers(), strict=True):
+        b_ema.copy_(b)

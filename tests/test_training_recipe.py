@@ -1,0 +1,296 @@
+"""The training recipe: DiffAugment, bf16 autocast, SWAGAN's wavelet D and G, warm starts, compact resume points and
+the GPU hand-off script, on the tiny preset and synthetic landscapes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from infinitygan import build_generator, save_generator
+from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_policy, translation
+from infinitygan.cli import main
+from infinitygan.discriminator import Discriminator
+from infinitygan.sampling import sample_fake_inputs
+from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_point, seed_run_from, train
+from infinitygan.training.phases import autocast
+from infinitygan.training.state import read_resume_point
+from tests.model_fixtures import tiny_config as tiny_generator_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def landscape_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("landscapes")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        rows = np.arange(160)[:, None, None]
+        sky = np.broadcast_to(np.array([90, 140, 230]) - rows * 0.3, (160, 260, 3))
+        ground = np.array([60 + 20 * i, 110, 40]) + rng.normal(0, 25, (160, 260, 3))
+        Image.fromarray(np.where(rows < 70 + 10 * i, sky, ground).clip(0, 255).astype(np.uint8)).save(
+            folder / f"scene{i}.png"
+        )
+    return folder
+
+
+def recipe(**overrides) -> TrainConfig:
+    values = dict(
+        preset="tiny",
+        batch=4,
+        r1_interval=2,
+        pl_interval=2,
+        sample_every=0,
+        checkpoint_minutes=60.0,
+        scene_height=128,
+        d_base_width=8,
+        d_max_width=32,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+# ---- DiffAugment ------------------------------------------------------------------------------------------------
+
+
+def test_augmentations_never_move_content_vertically():
+    """L_ar's labels stay true: each output row comes from the same input row (or is blanked)."""
+    rng = torch.Generator().manual_seed(0)
+    rows = torch.arange(40.0)[None, None, :, None].expand(8, 3, 40, 40) + 1000.0  # value = row + 1000
+    moved = translation(rows, rng)
+    assert moved.shape == rows.shape
+    nonzero = moved != 0
+    assert torch.equal(moved[nonzero], rows[nonzero])  # every kept value is still in its own row
+    shifts = [(moved[i, 0, 0] != 0).float().sum().item() for i in range(8)]
+    assert min(shifts) < 40  # some samples really moved (and were filled with zeros at one side)
+    # Horizontal content moves as a whole: a column ramp stays a ramp, shifted.
+    columns = torch.arange(40.0)[None, None, None, :].expand(1, 1, 5, 40) + 1.0
+    shifted = translation(columns, torch.Generator().manual_seed(3))[0, 0]
+    kept = shifted[0][shifted[0] != 0]
+    assert torch.all(kept[1:] - kept[:-1] == 1)
+    assert torch.equal(shifted, shifted[0].expand(5, 40))  # every row moved the same way
+    # Cutout zeroes a square and moves nothing; colour changes values per sample, not positions.
+    cut = cutout(rows, rng)
+    assert torch.equal(cut[cut != 0], rows[cut != 0])
+    flat = torch.full((4, 3, 16, 16), 0.25)
+    coloured = color(flat, rng)
+    assert torch.allclose(coloured, coloured[:, :1, :1, :1].expand_as(coloured))  # uniform stays uniform
+
+
+def test_augment_off_switch_and_policy_parsing():
+    x = torch.randn(2, 3, 9, 9)
+    assert diff_augment(x, parse_policy(""), torch.Generator()) is x
+    assert parse_policy("none") == ()
+    assert parse_policy("color, cutout") == ("color", "cutout")
+    assert parse_policy(",".join(POLICIES)) == POLICIES
+    with pytest.raises(ValueError, match="flip"):
+        parse_policy("color,flip")
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        TrainConfig(augment="rotate")
+    # Differentiable: G gets gradients through the transforms.
+    y = x.clone().requires_grad_(True)
+    diff_augment(y, POLICIES, torch.Generator().manual_seed(1)).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def test_training_with_augmentation_off_uses_the_plain_images(landscape_dir, tmp_path):
+    plain = train(recipe(max_iterations=2, augment=""), landscape_dir, tmp_path / "plain", progress=False)
+    augmented = train(recipe(max_iterations=2), landscape_dir, tmp_path / "augmented", progress=False)
+    assert plain.config.augment_policy == () and augmented.config.augment_policy == POLICIES
+    diffs = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            plain.models.discriminator.state_dict().values(),
+            augmented.models.discriminator.state_dict().values(),
+            strict=True,
+        )
+    ]
+    assert any(diffs)
+
+
+# ---- bf16 -------------------------------------------------------------------------------------------------------
+
+
+def test_bf16_autocast_matches_fp32_within_tolerance(landscape_dir, tmp_path):
+    """Tolerance: bf16 keeps 8 bits of mantissa (relative step 2^-8 = 0.4%); through a generator and a
+    discriminator the images may differ by a few percent of their range, losses by a few hundredths."""
+    trainer = Trainer(recipe(precision="fp32"), landscape_dir, tmp_path / "run")
+    g, d = trainer.models.generator.eval(), trainer.models.discriminator
+    real, top_px, _ = trainer.real_batch()
+    rng, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
+    batch = sample_fake_inputs(g, top_px, 9, rng, cpu, mixing=0.0, paired=False)
+    with torch.no_grad():
+        image32 = g(batch.inputs, batch.z_global, batch.styles)
+        logits32, pos32 = d(real)
+        with autocast(recipe(precision="bf16"), torch.device("cpu")):
+            image16 = g(batch.inputs, batch.z_global, batch.styles)
+            logits16, pos16 = d(real)
+    assert not torch.equal(image16.float(), image32)  # the convolutions really ran in bf16
+    scale = image32.abs().max()
+    assert (image16.float() - image32).abs().max() <= 0.05 * scale
+    assert (image16.float() - image32).abs().mean() <= 0.01 * scale
+    torch.testing.assert_close(logits16.float(), logits32, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(pos16.float(), pos32, atol=0.02, rtol=0.05)
+    # The fp32 parts stay fp32 under autocast: the mapping's running average and the EMA.
+    assert g.mapping.w_avg.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in trainer.models.g_ema.parameters())
+
+
+def test_one_bf16_step_tracks_the_fp32_step(landscape_dir, tmp_path):
+    fp32 = train(recipe(max_iterations=1, precision="fp32"), landscape_dir, tmp_path / "fp32", progress=False)
+    bf16 = train(recipe(max_iterations=1, precision="bf16"), landscape_dir, tmp_path / "bf16", progress=False)
+    for key in ("d", "g", "g_pos", "d_pos_real"):
+        assert bf16.losses[key] == pytest.approx(fp32.losses[key], abs=0.05), key
+    assert bf16.models.g_ema.mapping.w_avg.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf16.models.generator.parameters())
+
+
+def test_precision_auto_resolves_to_a_concrete_choice():
+    config = TrainConfig(preset="tiny")
+    assert config.precision == "auto"
+    assert config.resolved_precision("cpu") in ("bf16", "fp32")
+    assert TrainConfig(preset="tiny", precision="fp32").resolved_precision("cuda") == "fp32"
+
+
+# ---- SWAGAN ------------------------------------------------------------------------------------------------------
+
+
+def test_wavelet_discriminator_reads_haar_bands_of_even_patches():
+    d = Discriminator(69, base_width=8, max_width=32, wavelet_input=True)
+    assert d.from_rgb.conv.weight.shape[1] == 12  # 4 Haar bands x 3 colours
+    logits, position = d(torch.randn(4, 3, 69, 69))
+    assert logits.shape == position.shape == (4,)
+    # An odd patch loses its last row and column: they cannot change the answer.
+    x = torch.randn(4, 3, 69, 69)
+    y = x.clone()
+    y[..., 68, :] += 5.0
+    y[..., :, 68] -= 5.0
+    torch.testing.assert_close(d(x)[0], d(y)[0])
+    assert Discriminator(74, base_width=8, max_width=32, wavelet_input=True)(torch.randn(4, 3, 74, 74))[0].shape == (4,)
+
+
+def test_wavelet_generator_predicts_haar_bands_and_keeps_the_cell_size():
+    generator = build_generator(tiny_generator_config("transposed+wavelet"))
+    assert generator.geometry.cell_px == 16
+    last = generator.texture.stages[-1]
+    assert last.to_rgb.conv.weight.shape[0] == 12
+    # The preset used by training: the same 16 px cell as "small", with a 74 px patch for 9 cells.
+    small_wavelet = build_generator("small-wavelet")
+    assert small_wavelet.geometry.cell_px == 16 and small_wavelet.geometry.texture_size(9) == 74
+
+
+def test_warm_start_copies_what_a_different_preset_shares(tmp_path):
+    shipped = build_generator("small", init_seed=5)
+    checkpoint = save_generator(shipped, tmp_path / "small.safetensors")
+    from infinitygan.training.loop import warm_start
+
+    same = build_generator("small", init_seed=6)
+    assert warm_start(same, checkpoint) == (len(same.state_dict()), len(same.state_dict()))
+    assert_same_weights(same, shipped)
+    wavelet = build_generator("small-wavelet", init_seed=6)
+    copied, total = warm_start(wavelet, checkpoint)
+    assert 0 < copied < total
+    torch.testing.assert_close(wavelet.mapping.state_dict(), shipped.mapping.state_dict())
+    torch.testing.assert_close(wavelet.structure.state_dict(), shipped.structure.state_dict())
+
+
+# ---- resume points ------------------------------------------------------------------------------------------------
+
+
+def test_resume_from_a_committed_point_equals_the_uninterrupted_run(landscape_dir, tmp_path):
+    straight = train(recipe(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
+    first = train(recipe(max_iterations=2), landscape_dir, tmp_path / "first", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", first.models, first.run_state())
+    # A fresh machine: only the point file; no run folder.
+    meta = seed_run_from(point, tmp_path / "fresh")
+    assert meta["step"] == 2
+    resumed = train(recipe(max_iterations=4), landscape_dir, tmp_path / "fresh", progress=False)
+    assert resumed.step == 4
+    assert_same_weights(resumed.models.generator, straight.models.generator)
+    assert_same_weights(resumed.models.discriminator, straight.models.discriminator)
+    assert_same_weights(resumed.models.g_ema, straight.models.g_ema)
+    assert resumed.losses == straight.losses
+
+
+def test_resume_point_is_compact_and_refuses_to_discard_progress(landscape_dir, tmp_path):
+    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
+    tensors, meta = read_resume_point(point)
+    assert not any(key.endswith("/exp_avg") for key in tensors)  # beta1 = 0: overwritten by the next step
+    assert any(key.endswith("/exp_avg_sq") for key in tensors)
+    full = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert point.stat().st_size < full + 200_000
+    with pytest.raises(ResumeError, match="not older"):
+        seed_run_from(point, tmp_path / "run")  # the run is at the same step: nothing to gain, work to lose
+    (tmp_path / "junk.safetensors").write_bytes(b"not a resume point")
+    with pytest.raises(ResumeError):
+        read_resume_point(tmp_path / "junk.safetensors")
+    with pytest.raises(ResumeError, match="not a training resume point"):
+        read_resume_point(trainer.out_dir / "generator.safetensors")
+
+
+def test_cli_resumes_a_point_with_another_batch_size(landscape_dir, tmp_path, capsys):
+    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
+    argv = ["train", "--data", str(landscape_dir), "--out", str(tmp_path / "fresh"), "--resume-from", str(point)]
+    assert main([*argv, "--batch", "8", "--max-iterations", "3", "--quiet", "--threads", "1"]) == 0
+    resumed = Trainer(recipe(), landscape_dir, tmp_path / "fresh")
+    assert resumed.load_state() and resumed.step == 3
+    assert "seeded" in capsys.readouterr().err
+    # The recipe itself cannot change on resume.
+    with pytest.raises(ValueError, match="keeps its recipe"):
+        recipe().resumed_with(preset="small")
+
+
+# ---- the GPU hand-off -------------------------------------------------------------------------------------------
+
+
+def test_gpu_script_continues_a_point_and_hands_it_back_to_the_cpu(landscape_dir, tmp_path):
+    """scripts/gpu_train.sh on the CPU: prepared data + resume point in, parts of a new point out, which a CPU run
+    then continues."""
+    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
+    prepared = tmp_path / "prepared"
+    assert main(["data", "prepare", "--data", str(landscape_dir), "--out", str(prepared), "--scene-height", "128"]) == 0
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "RESUME_POINT": str(point),
+        "DATA": str(prepared),
+        "OUT": str(out),
+        "DEVICE": "cpu",
+        "ITERATIONS": "4",
+        "BATCH": "4",
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], env=env, check=True, capture_output=True)
+    parts = sorted(out.glob("resume.safetensors.part-*"))
+    assert parts and (out / "generator.safetensors").is_file()
+    joined = tmp_path / "joined.safetensors"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    _, meta = read_resume_point(joined)
+    assert meta["step"] == 4
+    # Back on the CPU: the old run folder (step 2) takes the newer point and continues from step 4.
+    seed_run_from(joined, tmp_path / "run")
+    continued = train(recipe(max_iterations=5), landscape_dir, tmp_path / "run", progress=False)
+    assert continued.step == 5
