@@ -141,6 +141,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         checkpoint_minutes=args.checkpoint_minutes,
         sample_every=args.sample_every,
+        eval_minutes=args.eval_minutes,
     )
     if meta is not None:
         # A resumed run keeps its recipe; only when and where it runs (and the batch size, if given) may change.
@@ -201,6 +202,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_int, default=defaults.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
     p.add_argument("--sample-every", type=_int, default=defaults.sample_every, help="iterations between samples")
+    p.add_argument(
+        "--eval-minutes", type=float, default=None, help="score SWD this often; keep the best as best.safetensors"
+    )
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -233,6 +237,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
             if len(models) > 1 and sum(Path(p).stem == Path(path).stem for p in args.checkpoints) > 1:
                 out = Path(args.out) / f"{index}-{Path(path).stem}"
         results[path] = evaluate(model, Path(args.data), options, out_dir=out, reals=reals)
+    if args.strip:
+        from infinitygan.evaluate import sample_strip
+
+        names = {path: Path(path).parent.name + "/" + Path(path).name for path in args.checkpoints}
+        generators = {names[path]: model.generator for path, model in zip(args.checkpoints, models, strict=True)}
+        sample_strip(generators, reals.scene_height, seed=args.seed).save(args.strip)
     if args.json:
         print(json.dumps(results[args.checkpoints[0]] if len(models) == 1 else results, sort_keys=True))
     else:
@@ -249,6 +259,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data folder (from `infinitygan data fetch`, or any image folder)")
     p.add_argument("--json", action="store_true", help="print JSON (one object; keyed by checkpoint when several)")
     p.add_argument("--out", default=None, help="folder for contact sheets and large renders (a sub-folder each)")
+    p.add_argument("--strip", default=None, help="PNG: one row of 4 horizon-centred samples per model (psi 0.8)")
     p.add_argument("--patches", type=_int, default=512, help="real and fake patches for SWD")
     p.add_argument("--scaleinv-images", type=_int, default=64, help="4x renders for the scale-invariant SWD")
     p.add_argument("--seeds", type=_int, default=8, help="world seeds for diversity and the contact sheet")

@@ -241,6 +241,17 @@ def _swd_against(fakes: torch.Tensor, reals: torch.Tensor, n: int, options: Eval
     )
 
 
+def patch_swd(generator: Generator, reals: RealSet, cells: int, split: str = "train") -> tuple[float, float]:
+    """(SWD, real floor) of generator's cells-cell patches against one split: the headline number of evaluate(),
+    alone, for checking a model during training."""
+    options = reals.options
+    n = options.patches
+    images, top_px = reals.patches(split, generator.geometry.texture_size(cells))
+    fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
+    fake_swd, floor_swd = _swd_against(fakes, images, n, options)
+    return fake_swd["mean"], floor_swd["mean"]
+
+
 def evaluate(
     model: LoadedGenerator,
     data_dir: Path,
@@ -366,3 +377,24 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         cells = [str(result.get(key, "-")) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sample_strip(
+    generators: dict[str, Generator], scene_height: int, *, seeds: int = 4, psi: float = DEFAULT_PSI, seed: int = 0
+) -> Image.Image:
+    """One row per model: `seeds` scene-height squares centred on the horizon (the same world seeds and columns for
+    every model), its name written above; for comparing models by eye."""
+    from PIL import ImageDraw
+
+    gap, label = 4, 16
+    width = seeds * (scene_height + gap) - gap
+    sheet = Image.new("RGB", (width, len(generators) * (scene_height + label + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for row, (name, generator) in enumerate(generators.items()):
+        top = row * (scene_height + label + gap)
+        draw.text((2, top + 2), name, fill=(0, 0, 0))
+        for i in range(seeds):
+            world = World(generator.eval(), WorldSpec(seed=seed * 7919 + i, psi=psi))
+            pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2))
+            sheet.paste(Image.fromarray(pixels), (i * (scene_height + gap), top + label))
+    return sheet

@@ -250,3 +250,22 @@ def test_swd_grows_with_the_difference_between_distributions():
     same = swd(images, more, per_image=32)["mean"]
     different = swd(images, stripes, per_image=32)["mean"]
     assert different > 2 * same
+
+
+def test_eval_cli_scores_several_models_on_the_same_reals(landscape_dir, tmp_path, capsys):
+    from infinitygan.checkpoint import save_generator
+    from infinitygan.cli import main
+
+    a = save_generator(build_generator("tiny", init_seed=1), tmp_path / "a.safetensors", {"scene_height": 128})
+    b = save_generator(build_generator("tiny", init_seed=2), tmp_path / "b.safetensors", {"scene_height": 128})
+    small = ["--patches", "16", "--scaleinv-images", "2", "--seeds", "2"]
+    strip = tmp_path / "strip.png"
+    assert main(["eval", str(a), str(b), "--data", str(landscape_dir), "--json", "--strip", str(strip), *small]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {str(a), str(b)}
+    assert results[str(a)]["swd_real_floor"] == results[str(b)]["swd_real_floor"]  # the same real samples
+    assert results[str(a)]["swd"] != results[str(b)]["swd"]
+    with Image.open(strip) as image:
+        assert image.size == (4 * 128 + 3 * 4, 2 * (128 + 16 + 4))
+    assert main(["eval", str(a), "--data", str(landscape_dir), *small]) == 0
+    assert capsys.readouterr().out.startswith("| model | SWD |")  # the Markdown table

@@ -294,3 +294,20 @@ def test_gpu_script_continues_a_point_and_hands_it_back_to_the_cpu(landscape_dir
     seed_run_from(joined, tmp_path / "run")
     continued = train(recipe(max_iterations=5), landscape_dir, tmp_path / "run", progress=False)
     assert continued.step == 5
+
+
+def test_evaluation_during_training_keeps_the_best_checkpoint(landscape_dir, tmp_path):
+    from infinitygan import load_generator
+    from infinitygan.training.loop import BEST_FILE, read_evals
+
+    trainer = Trainer(recipe(eval_patches=16), landscape_dir, tmp_path / "run")
+    first = trainer.evaluate()
+    assert first["best"] and first["swd"] > 0 and first["floor"] > 0
+    best = load_generator(tmp_path / "run" / BEST_FILE)
+    assert best.metadata["swd"] == first["swd"]
+    trainer.train_step()
+    second = trainer.evaluate()
+    assert [entry["step"] for entry in read_evals(tmp_path / "run")] == [0, 1]
+    kept = load_generator(tmp_path / "run" / BEST_FILE).metadata
+    assert kept["trained_iterations"] == (1 if second["swd"] < first["swd"] else 0)
+    assert second["best"] == (second["swd"] < first["swd"])

@@ -12,7 +12,15 @@ from infinitygan.config import PRESETS
 PRECISIONS = ("auto", "bf16", "fp32")
 D_INPUTS = ("rgb", "wavelet")
 # Settings a resumed run may change: when and where it runs, not what it learns.
-RUNTIME_FIELDS = ("max_iterations", "max_minutes", "threads", "device", "checkpoint_minutes", "sample_every")
+RUNTIME_FIELDS = (
+    "max_iterations",
+    "max_minutes",
+    "threads",
+    "device",
+    "checkpoint_minutes",
+    "sample_every",
+    "eval_minutes",
+)
 
 
 def fast_bf16(device: str) -> bool:
@@ -65,6 +73,8 @@ class TrainConfig:
     data_seed: int = 0
     checkpoint_minutes: float = 5.0
     sample_every: int = 500
+    eval_minutes: float | None = None  # score G_ema's SWD this often and keep the best checkpoint (best.safetensors)
+    eval_patches: int = 512
     max_iterations: int | None = None
     max_minutes: float | None = None
     threads: int | None = None

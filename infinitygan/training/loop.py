@@ -9,6 +9,7 @@ states are saved with the run, so a resumed run continues the same sequence.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import platform
@@ -33,6 +34,8 @@ from infinitygan.training.phases import Models, lazy_adam
 from infinitygan.training.state import RunState, load_run_state, save_resume_point, save_run_state
 
 GENERATOR_FILE = "generator.safetensors"
+BEST_FILE = "best.safetensors"
+EVALS_FILE = "evals.jsonl"
 
 
 def warm_start(generator: torch.nn.Module, checkpoint: Path) -> tuple[int, int]:
@@ -86,6 +89,7 @@ class Trainer:
         self.elapsed_s = 0.0
         self.losses: dict[str, float] = {}
         self.sample_inputs = self._fixed_sample_inputs()
+        self._reals = None  # real patches for evaluate(), sampled on first use
 
     def warm_start(self, checkpoint: Path) -> tuple[int, int]:
         """Start G and its EMA from a checkpoint's matching tensors (see warm_start); returns (copied, total)."""
@@ -143,6 +147,28 @@ class Trainer:
         save_image_grid(images, path, columns=8)
         return path
 
+    # ---- evaluation during training ------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """SWD of G_ema against the training split (EvalOptions defaults, eval_patches patches); appended to
+        evals.jsonl, and G_ema saved as best.safetensors when it is the lowest so far."""
+        from infinitygan.evaluate import EvalOptions, RealSet, patch_swd
+
+        if self._reals is None:
+            options = EvalOptions(patches=self.config.eval_patches)
+            self._reals = RealSet(self.data_dir, self.config.scene_height, options)
+        swd, floor = patch_swd(self.models.g_ema, self._reals, self.config.patch_cells)
+        previous = read_evals(self.out_dir)
+        best = min([entry["swd"] for entry in previous], default=math.inf)
+        record = {"step": self.step, "elapsed_s": round(self.elapsed_s, 1), "swd": round(swd, 3)}
+        record.update(floor=round(floor, 3), best=swd < best)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with (self.out_dir / EVALS_FILE).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if record["best"]:
+            metadata = {**self.generator_metadata(), "swd": record["swd"], "swd_real_floor": record["floor"]}
+            save_generator(self.models.g_ema, self.out_dir / BEST_FILE, metadata)
+        return record
+
     # ---- state -------------------------------------------------------------------------------------------------------
     def run_state(self) -> RunState:
         return RunState(
@@ -184,6 +210,14 @@ class Trainer:
             "init_seed": self.config.init_seed,
             "ema": True,
         }
+
+
+def read_evals(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's evaluations so far (evals.jsonl), oldest first."""
+    path = Path(run_dir) / EVALS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def data_summary(dataset: PatchDataset) -> dict[str, Any]:
@@ -259,7 +293,7 @@ def train(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     start = time.monotonic()
     base_elapsed = trainer.elapsed_s
-    last_save = start
+    last_save = last_eval = start
     bar = tqdm(
         total=config.max_iterations,
         initial=trainer.step,
@@ -281,6 +315,10 @@ def train(
                 bar.set_postfix({k: f"{v:.3g}" for k, v in trainer.losses.items() if k in _SHOWN}, refresh=False)
             if config.sample_every and trainer.step % config.sample_every == 0:
                 trainer.write_samples()
+            if config.eval_minutes and time.monotonic() - last_eval >= 60 * config.eval_minutes:
+                record = trainer.evaluate()
+                print(f"eval at step {record['step']}: SWD {record['swd']} (floor {record['floor']})", flush=True)
+                last_eval = time.monotonic()
             if time.monotonic() - last_save >= 60 * config.checkpoint_minutes:
                 trainer.save_state(resume_point)
                 last_save = time.monotonic()

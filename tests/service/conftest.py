@@ -20,7 +20,7 @@ import uvicorn
 from app.main import create_app
 from app.settings import Settings
 from infinitygan.checkpoint import LoadedGenerator, load_generator, save_generator
-from infinitygan.generator import build_generator
+from infinitygan.generator import Generator, build_generator
 from tiles.embedded_redis import EmbeddedRedis
 
 
@@ -55,6 +55,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model: Path) -> LoadedGenerator:
     return load_generator(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_loaded: LoadedGenerator) -> Generator:
+    return tiny_loaded.generator
 
 
 # Few inversion steps and a short lease keep outpainting tests fast on two cores; the job machinery is the same.
