@@ -235,7 +235,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         if args.out:
             out = Path(args.out) / (Path(path).stem if len(models) > 1 else "")
             if len(models) > 1 and sum(Path(p).stem == Path(path).stem for p in args.checkpoints) > 1:
-                out = Path(args.out) / f"{index}-{Path(path).stem}"
+                out = Path(args.out) / f"{index}-{Path(path).parent.name}-{Path(path).stem}"
         results[path] = evaluate(model, Path(args.data), options, out_dir=out, reals=reals)
     if args.strip:
         from infinitygan.evaluate import sample_strip

@@ -64,7 +64,7 @@ class TrainConfig:
     scene_height: int = 256
     d_base_width: int = 16
     d_max_width: int = 128
-    d_input: str = "rgb"
+    d_input: str = "wavelet"  # SWAGAN D won the 30-minute comparison (MODEL_CARD.md)
     augment: str = DEFAULT_POLICY
     precision: str = "auto"
     init_from: str | None = None
