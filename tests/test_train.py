@@ -269,3 +269,27 @@ def test_eval_cli_scores_several_models_on_the_same_reals(landscape_dir, tmp_pat
         assert image.size == (4 * 128 + 3 * 4, 2 * (128 + 16 + 4))
     assert main(["eval", str(a), "--data", str(landscape_dir), *small]) == 0
     assert capsys.readouterr().out.startswith("| model | SWD |")  # the Markdown table
+
+
+def test_eval_reports_both_splits_with_their_floors(landscape_dir, tmp_path):
+    """A fetched data folder (train/ and eval/ with manifests): SWD against each split, each with its real floor."""
+    from infinitygan.checkpoint import LoadedGenerator
+    from infinitygan.data import ManifestEntry, write_manifest
+    from infinitygan.evaluate import EvalOptions, evaluate
+
+    data_dir = tmp_path / "fetched"
+    for split, names in (("train", ["scene0.png", "scene1.png", "scene2.png"]), ("eval", ["scene3.png"])):
+        (data_dir / split).mkdir(parents=True)
+        entries = []
+        for name in names:
+            (data_dir / split / name).write_bytes((landscape_dir / name).read_bytes())
+            fields = dict.fromkeys(["package", "package_version", "path_in_package", "sha256", "author"], "")
+            fields.update(dict.fromkeys(["copyright", "license", "license_source"], ""))
+            entries.append(ManifestEntry(file=name, width=320, height=200, horizon=0.5, split=split, **fields))
+        write_manifest(data_dir / split, entries)
+    model = LoadedGenerator.in_memory(build_generator("tiny"), {"scene_height": 128})
+    result = evaluate(model, data_dir, EvalOptions(patches=16, scaleinv_images=2, seeds=2, seam_seeds=2))
+    for prefix in ("swd", "swd_eval"):
+        assert result[prefix] > result[f"{prefix}_real_floor"] > 0
+        assert result[f"{prefix}_floor_ratio"] == pytest.approx(result[prefix] / result[f"{prefix}_real_floor"], 0.01)
+    assert result["scaleinv_ratio"] == pytest.approx(result["swd_scaleinv_4x"] / result["swd"], rel=0.01)
