@@ -30,7 +30,7 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
             if width * height > max_pixels:
                 raise UploadTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
             image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            rgb = _upright_rgb(image)
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (Image.MAX_IMAGE_PIXELS, left at its default) fires in open() on headers claiming more
         # than twice that limit, before our check can read the size; it is the same refusal.
@@ -43,3 +43,22 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
     if min(rgb.size) < 1:
         raise BadImage("the image has no pixels")
     return np.asarray(rgb)
+
+
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, turned upright per the EXIF orientation; BadImage when the metadata cannot be applied.
+
+    16-bit greyscale PNGs decode to Pillow's integer modes, whose plain convert("RGB") clips everything above 255 to
+    white: they are scaled from 0..65535 to 0..255 instead. Every other mode (1, L, LA, P, PA, RGBA, CMYK, ...) has
+    an exact 8-bit conversion."""
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # noqa: BLE001 - any failure in third-party metadata parsing is the upload's fault
+        raise BadImage(f"the image's EXIF metadata cannot be applied ({type(exc).__name__}: {exc})") from None
+    if image.mode in SIXTEEN_BIT_MODES:
+        levels = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
