@@ -23,6 +23,9 @@ def leaflet_dir() -> str:
     return xstatic.pkg.leaflet.BASE_DIR
 
 
+CORS_REQUEST_HEADERS = ["If-None-Match", "If-Modified-Since", "Range", "Cache-Control"]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -40,7 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     # Tiles are read from other origins (Leaflet with crossOrigin, canvas read-back); writes stay same-origin.
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], expose_headers=["X-Cache", "ETag"])
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "HEAD"],
+        # What browsers send when revalidating or fetching part of a cached tile.
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=["ETag", "X-Cache", "Cache-Control", "Content-Length", "Last-Modified"],
+        max_age=86400,
+    )
     app.add_middleware(ResponseHeadersMiddleware, error_max_age_s=settings.error_max_age_s)
     for module in (tiles, worlds, outpaint, meta, demo):
         app.include_router(module.router)

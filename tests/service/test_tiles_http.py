@@ -77,6 +77,24 @@ def test_head_gives_the_headers_of_get_without_a_body(client: httpx.Client) -> N
 def test_cors_for_tiles(client: httpx.Client) -> None:
     response = client.get("/tiles/5/0/0.png", headers={"Origin": "http://elsewhere.example"})
     assert response.headers["access-control-allow-origin"] == "*"
+    assert "etag" in response.headers["access-control-expose-headers"].lower()
+
+
+def test_cors_preflight_allows_the_headers_of_revalidation_and_ranges(client: httpx.Client) -> None:
+    """A page on another origin that revalidates tiles (If-None-Match, If-Modified-Since) or asks for a Range sends a
+    preflight first; it was refused (400) when those headers were not allowed."""
+    preflight = client.options(
+        "/tiles/5/0/0.png",
+        headers={
+            "Origin": "http://elsewhere.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match, if-modified-since, range",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    allowed = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert {"if-none-match", "if-modified-since", "range"} <= allowed
+    assert "GET" in preflight.headers["access-control-allow-methods"]
 
 
 def test_twenty_concurrent_requests_for_one_cold_tile_render_it_once(client: httpx.Client, live_server) -> None:
