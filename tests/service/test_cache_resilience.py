@@ -15,7 +15,7 @@ from tiles.cache import TileCache, tile_key
 from tiles.embedded_redis import EmbeddedRedis
 from tiles.geometry import TileAddress, TileGrid
 from tiles.metrics import TileMetrics
-from tiles.redis_link import RedisLink, connect
+from tiles.redis_link import RedisBusy, RedisLink, connect
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler
 from tiles.service import TileService
@@ -179,3 +179,43 @@ def test_full_render_queue_answers_503_with_retry_after(redis_url, tiny_model, r
         assert "detail" in rejected[0].json()
         with httpx.Client(base_url=server.base_url) as client:
             assert renders(client) == statuses.count(200)
+
+
+def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_marking_redis_down(redis_url) -> None:
+    """150 concurrent commands (a zoomed-out view's burst) on one link: with redis-py's default pool of 100 the
+    excess failed with "Too many connections" and the link went down for its cool-down."""
+
+    async def burst() -> tuple[list[object], bool]:
+        link = RedisLink(connect(redis_url))
+        try:
+            results = await asyncio.gather(
+                *(link.run(lambda r: r.blpop(["infinitygan:test:empty"], timeout=0.2)) for _ in range(150)),
+                return_exceptions=True,
+            )
+            return results, link.up
+        finally:
+            await link.close()
+
+    results, up = asyncio.run(burst())
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert up
+
+
+def test_a_pool_busy_past_its_wait_is_not_an_outage(redis_url) -> None:
+    async def starve() -> tuple[list[object], bool, bool]:
+        link = RedisLink(connect(redis_url, max_connections=2, pool_wait_s=0.1))
+        try:
+            results = await asyncio.gather(
+                *(link.run(lambda r: r.blpop(["infinitygan:test:empty"], timeout=0.5)) for _ in range(4)),
+                return_exceptions=True,
+            )
+            still_up = link.up
+            after = await link.run(lambda r: r.ping())  # no cool-down: the next command goes straight through
+            return results, still_up, after
+        finally:
+            await link.close()
+
+    results, still_up, after = asyncio.run(starve())
+    busy = [r for r in results if isinstance(r, BaseException)]
+    assert busy and all(isinstance(r, RedisBusy) for r in busy)
+    assert still_up and after is True
