@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,7 +13,7 @@ from app.settings import Settings
 from infinitygan.checkpoint import load_generator
 from tiles.anchors import AnchorStore
 from tiles.cache import TileCache
-from tiles.embedded_redis import EmbeddedRedis
+from tiles.embedded_redis import EmbeddedRedis, supervise
 from tiles.geometry import TileGrid
 from tiles.jobs import JobQueue
 from tiles.metrics import TileMetrics
@@ -36,8 +37,18 @@ class Resources:
     metrics: TileMetrics
     link: RedisLink
     redis_url: str
-    redis_embedded: bool
+    embedded_redis: EmbeddedRedis | None  # the private redis-server this process supervises, if any
     cache_warning: str | None
+
+    @property
+    def redis_embedded(self) -> bool:
+        return self.embedded_redis is not None
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
@@ -49,13 +60,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         model = await asyncio.to_thread(load_generator, settings.model)
         renderer = TileRenderer(model)
-        redis_url = settings.redis_url
+        redis_url, embedded = settings.redis_url, None
         if redis_url is None:
             embedded = EmbeddedRedis(
                 maxmemory=settings.embedded_redis_maxmemory, data_dir=settings.embedded_redis_data_dir
             )
             await asyncio.to_thread(embedded.start)
             stack.callback(embedded.stop)
+            supervisor = asyncio.create_task(supervise(embedded, settings.embedded_redis_supervise_s))
+            stack.push_async_callback(_cancel, supervisor)  # stops before the server does (LIFO)
             redis_url = embedded.url
         link = RedisLink(connect(redis_url))
         stack.push_async_callback(link.close)
@@ -92,6 +105,6 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             metrics=metrics,
             link=link,
             redis_url=redis_url,
-            redis_embedded=settings.redis_url is None,
+            embedded_redis=embedded,
             cache_warning=warning,
         )

@@ -19,7 +19,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "INFINITYGAN_REDIS_URL"),
         description="Redis for tiles and worlds; None = start a private embedded redis-server",
     )
-    embedded_redis_maxmemory: str = "256mb"
+    embedded_redis_maxmemory: str = Field("256mb", pattern=r"^\d+(b|k|kb|m|mb|g|gb)?$")
+    embedded_redis_supervise_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="how often the embedded redis-server is checked: restarted if it died, its "
+        "append-only file compacted past 1.5 x maxmemory",
+    )
     embedded_redis_data_dir: Path | None = Field(
         Path("var/redis"),
         description="the embedded Redis's append-only file (worlds, photo anchors, jobs, tiles) lives here, so they "

@@ -18,13 +18,18 @@ HEALTH_PING_TIMEOUT_S = 1.0
 
 @router.get("/healthz", response_model=Health)
 async def healthz(resources: ResourcesDep, response: Response) -> Health:
-    """ "ok", or "degraded" when Redis is unreachable (tiles are then rendered and served without the cache)."""
+    """ "ok", or "degraded" when Redis is unreachable (tiles are then rendered and served without the cache);
+    503 when the embedded redis-server died and could not be restarted (the process should be replaced)."""
     try:
         redis_up = await asyncio.wait_for(resources.link.ping(), HEALTH_PING_TIMEOUT_S)
     except TimeoutError:
         redis_up = False
     resources.metrics.redis_up.set(1 if redis_up else 0)
     response.headers["Cache-Control"] = "no-store"
+    embedded = resources.embedded_redis
+    if embedded is not None and embedded.failed is not None:
+        # The private redis-server is gone for good: worlds and outpainting cannot work until a restart.
+        response.status_code = 503
     scheduler = resources.tiles.scheduler
     return Health(
         status="ok" if redis_up else "degraded",
@@ -32,7 +37,8 @@ async def healthz(resources: ResourcesDep, response: Response) -> Health:
         redis=RedisHealth(
             status="up" if redis_up else "down",
             embedded=resources.redis_embedded,
-            error=None if redis_up else resources.link.last_error or "ping timed out",
+            error=(embedded.failed if embedded is not None and embedded.failed else None)
+            or (None if redis_up else resources.link.last_error or "ping timed out"),
             warning=resources.cache_warning,
         ),
         pending_renders=scheduler.pending,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from app.cli import main as cli_main
 from app.settings import Settings
 from tests.service.conftest import LiveServer
+from tiles.embedded_redis import AOF_LIMIT_FACTOR, EmbeddedRedis, check_once
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
@@ -40,6 +45,72 @@ def test_without_redis_url_an_embedded_redis_lives_and_dies_with_the_app(tiny_mo
         assert client.get("/tilejson.json").json()["maxDisplayZoom"] == 6
     assert not socket_path.exists()
     assert (data_dir / "appendonly.aof").stat().st_size > 0  # persisted by default: worlds and jobs outlive the app
+
+
+def test_a_killed_embedded_redis_is_restarted_on_the_same_data(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGKILL the private redis-server: it used to stay dead (world creation 503 forever while /healthz said
+    "degraded"); now the supervisor restarts it on the same socket and append-only file."""
+    settings = Settings(
+        model=tiny_model,
+        redis_url=None,
+        embedded_redis_data_dir=tmp_path / "redis",
+        embedded_redis_supervise_s=0.1,
+        outpaint_worker=False,
+    )
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        world = client.post("/worlds", json={"seed": 4242}).json()["id"]
+        client.get(f"/worlds/{world}")
+        time.sleep(1.1)  # the append-only file is flushed every second
+        embedded = server.resources.embedded_redis
+        old_pid = embedded.pid
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            created = client.post("/worlds", json={"seed": 4243})
+            if created.status_code == 201 and embedded.pid != old_pid:
+                break
+            time.sleep(0.2)
+        assert created.status_code == 201, created.text
+        assert embedded.restarts == 1 and embedded.pid != old_pid
+        assert client.get(f"/worlds/{world}").status_code == 200  # the same data came back
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_healthz_fails_when_the_embedded_redis_cannot_be_restarted(tiny_model: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        model=tiny_model, redis_url=None, embedded_redis_data_dir=tmp_path / "redis", embedded_redis_supervise_s=0.05
+    )
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        embedded = server.resources.embedded_redis
+        # A data folder the server can no longer use: every restart fails at once.
+        embedded.data_dir = tmp_path / "not-a-folder"
+        embedded.data_dir.write_text("a file where the folder should be")
+        os.kill(embedded.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while embedded.failed is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert "could not be restarted" in health.json()["redis"]["error"]
+
+
+def test_the_embedded_append_only_file_is_compacted_past_its_limit(tmp_path: Path) -> None:
+    """Tiles written through a persistent embedded Redis are evicted from memory but stay in the append-only file
+    until it is rewritten: it reached 429 MB with maxmemory 256 MB. Past 1.5 x maxmemory it is compacted."""
+    with EmbeddedRedis(maxmemory="16mb", data_dir=tmp_path / "aof") as server:
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        tile = os.urandom(64 * 1024)
+        for i in range(1600):  # 100 MB of tiles with the service's long TTL (volatile-lru evicts them)
+            client.set(f"tile:test:{i}", tile, px=86_400_000)
+        assert server.aof_bytes() > 3 * server.maxmemory_bytes
+        deadline = time.monotonic() + 30
+        while server.aof_bytes() > AOF_LIMIT_FACTOR * server.maxmemory_bytes and time.monotonic() < deadline:
+            check_once(server)
+            time.sleep(0.2)
+        assert server.aof_bytes() <= AOF_LIMIT_FACTOR * server.maxmemory_bytes
+        assert client.dbsize() > 0  # live data kept
+        client.close()
 
 
 def test_embedded_redis_persists_to_the_working_directory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
