@@ -70,23 +70,42 @@ def _cmd_seed(args: argparse.Namespace) -> None:
 
     from app.seeding import seed_tiles
     from app.settings import Settings
+    from tiles.embedded_redis import ANNOUNCE_FILE, running_server_url
     from tiles.errors import TileError
 
     settings = Settings()
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
-    if settings.redis_url is None:
-        raise model_cli.CLIError("seeding fills a shared cache: set REDIS_URL to the server's Redis")
     x0, y0, x1, y1 = args.bbox
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"--bbox [{x0}, {x1}) x [{y0}, {y1}) is empty: X1 must exceed X0 and Y1 must exceed Y0")
+    if settings.redis_url is None:
+        # A default server (embedded Redis) announces its socket in its data folder; seed into that one.
+        url = running_server_url(settings.embedded_redis_data_dir)
+        if url is None:
+            where = settings.embedded_redis_data_dir
+            raise model_cli.CLIError(
+                "seeding fills a running server's cache: start it first (bash scripts/serve.sh, from this folder: "
+                f"its Redis announces itself in {where}/{ANNOUNCE_FILE}) or set REDIS_URL to its Redis"
+            )
+        settings = settings.model_copy(update={"redis_url": url})
     try:
-        count = asyncio.run(seed_tiles(settings, args.world, args.zoom, (x0, y0, x1, y1), progress=not args.quiet))
+        report = asyncio.run(seed_tiles(settings, args.world, args.zoom, (x0, y0, x1, y1), progress=not args.quiet))
     except TileError as exc:
         raise model_cli.CLIError(str(exc)) from None
-    print(f"seeded {count} tiles", file=sys.stderr)
+    print(
+        f"seeded {report.tiles} tiles into {settings.redis_url}: {report.rendered} rendered, "
+        f"{report.cached} already cached",
+        file=sys.stderr,
+    )
 
 
 def _add_seed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("seed", help="pre-render tiles of an area into the Redis cache (needs REDIS_URL)")
+    p = sub.add_parser(
+        "seed",
+        help="pre-render tiles of an area into a running server's cache (REDIS_URL, or the default server's "
+        "embedded Redis found through var/redis/redis.url)",
+    )
     p.add_argument("--world", default="default", help="world id, or 'default' for the server's default world")
     p.add_argument("--zoom", type=_zoom_range, required=True, help="zoom level Z or range Z0-Z1")
     p.add_argument(

@@ -95,7 +95,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         warning = await cache.check_eviction_policy()
         if warning:
             log.warning(warning)
-        log.info("model %s, redis %s", renderer.model_hash, "embedded" if settings.redis_url is None else "external")
+        where = f"embedded at {redis_url}" if embedded is not None else "external"
+        log.info("model %s, redis %s", renderer.model_hash, where)
         yield Resources(
             settings=settings,
             tiles=TileService(renderer, cache, scheduler, grid, metrics, AnchorStore(link)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -13,11 +14,21 @@ from tiles.geometry import TileAddress
 SEED_CONCURRENCY = 8  # enough to keep the render threads busy; the scheduler bounds the real parallelism
 
 
+@dataclass(frozen=True)
+class SeedReport:
+    tiles: int
+    rendered: int  # tiles that were not in the cache (rendered now, or built from children)
+    cached: int  # tiles that were already there
+
+
 async def seed_tiles(
     settings: Settings, world_id: str, zooms: tuple[int, int], bbox: tuple[int, int, int, int], *, progress: bool
-) -> int:
-    """Render every tile of zoom levels zooms[0]..zooms[1] touching world pixels bbox = (x0, y0, x1, y1); returns the
-    number of tiles. Native zoom first, so zoom-out tiles are built from cached children."""
+) -> SeedReport:
+    """Render every tile of zoom levels zooms[0]..zooms[1] touching world pixels bbox = (x0, y0, x1, y1), x1 > x0 and
+    y1 > y0 (ValueError otherwise). Native zoom first, so zoom-out tiles are built from cached children."""
+    x0, y0, x1, y1 = bbox
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"the bbox [{x0}, {x1}) x [{y0}, {y1}) is empty: X1 must exceed X0 and Y1 must exceed Y0")
     # Seeding renders tiles only: no outpainting worker in this short-lived process.
     async with open_resources(settings.model_copy(update={"outpaint_worker": False})) as resources:
         world = resources.worlds.default if world_id == "default" else await resources.worlds.get(world_id)
@@ -30,13 +41,15 @@ async def seed_tiles(
         gate = asyncio.Semaphore(SEED_CONCURRENCY)
         bar = tqdm(total=len(addresses), unit="tile", desc=f"seed {world.id}", disable=not progress)
 
-        async def one(tile: TileAddress) -> None:
+        async def one(tile: TileAddress) -> bool:
             async with gate:
-                await service.tile(world, tile)
+                served = await service.tile(world, tile)
                 bar.update()
+                return served.cache_hit
 
         # One zoom level at a time: every parent then finds its children in the cache.
+        hits = []
         for z in range(high, low - 1, -1):
-            await asyncio.gather(*(one(t) for t in addresses if t.z == z))
+            hits += await asyncio.gather(*(one(t) for t in addresses if t.z == z))
         bar.close()
-        return len(addresses)
+        return SeedReport(tiles=len(addresses), rendered=hits.count(False), cached=hits.count(True))

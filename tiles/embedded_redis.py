@@ -9,6 +9,7 @@ AOF_LIMIT_FACTOR x maxmemory (evicted tiles still take disk until a rewrite) is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -37,6 +38,27 @@ def memory_bytes(text: str) -> int:
     if not number.isdigit() or unit not in _UNITS:
         raise ValueError(f"not a redis memory size: {text!r} (e.g. 256mb)")
     return int(number) * _UNITS[unit]
+
+
+ANNOUNCE_FILE = "redis.url"  # in data_dir: where other processes (`infinitygan seed`) find a running server
+
+
+def running_server_url(data_dir: str | Path | None) -> str | None:
+    """The URL of the embedded redis-server a running service announced in data_dir, if it answers PING."""
+    if data_dir is None:
+        return None
+    try:
+        url = (Path(data_dir) / ANNOUNCE_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not url.startswith("unix://"):
+        return None
+    try:
+        with redis.Redis(unix_socket_path=url.removeprefix("unix://"), socket_timeout=1) as client:
+            client.ping()
+    except (redis.RedisError, OSError):
+        return None
+    return url
 
 
 def redis_server_binary() -> Path:
@@ -119,6 +141,8 @@ class EmbeddedRedis:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         self._wait_until_ready()
+        if self.data_dir is not None:
+            (self.data_dir / ANNOUNCE_FILE).write_text(self.url + "\n")
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -139,6 +163,11 @@ class EmbeddedRedis:
         raise RuntimeError(f"redis-server did not start within {START_TIMEOUT_S}s")
 
     def stop(self) -> None:
+        if self.data_dir is not None and self._tmp is not None:
+            announce = self.data_dir / ANNOUNCE_FILE
+            with contextlib.suppress(OSError):
+                if announce.read_text().strip() == self.url:
+                    announce.unlink()
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -130,11 +130,34 @@ def test_seed_prerenders_tiles_into_the_shared_cache(
     assert client.get("/tiles/5/2/0.png").headers["x-cache"] == "MISS"  # outside the seeded area
 
 
+def test_seed_finds_a_running_default_server_and_reports_what_it_rendered(
+    monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tmp_path: Path, capsys
+) -> None:
+    """The README's `infinitygan seed` after `serve.sh` (no REDIS_URL: an embedded Redis) failed with "set REDIS_URL";
+    it now finds the server's Redis through the socket it announces in its data folder."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default data folder var/redis is relative to the working directory
+    settings = Settings(model=tiny_model, redis_url=None, outpaint_worker=False)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        assert (tmp_path / "var" / "redis" / "redis.url").read_text().strip() == server.resources.redis_url
+        argv = ["seed", "--model", str(tiny_model), "--zoom", "5", "--bbox", "0", "0", "512", "256", "--quiet"]
+        assert cli_main(argv) == 0
+        assert "seeded 2 tiles" in capsys.readouterr().err
+        assert client.get("/tiles/5/1/0.png").headers["x-cache"] == "HIT"
+        assert cli_main([*argv[:5], "--bbox", "0", "0", "768", "256", "--quiet"]) == 0
+        assert "3 tiles" in (err := capsys.readouterr().err) and "1 rendered, 2 already cached" in err
+    assert not (tmp_path / "var" / "redis" / "redis.url").exists()  # gone with the server
+
+
 def test_seed_reports_user_errors(monkeypatch: pytest.MonkeyPatch, redis_url: str, tiny_model: Path, capsys) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("INFINITYGAN_EMBEDDED_REDIS_DATA_DIR", str(Path(redis_url).parent / "nothing-runs-here"))
     bbox = ["--bbox", "0", "0", "256", "256"]
     assert cli_main(["seed", "--model", str(tiny_model), "--zoom", "5", *bbox, "--quiet"]) == 1
     assert "REDIS_URL" in capsys.readouterr().err
+    reversed_bbox = ["--bbox", "256", "0", "0", "256"]
+    assert cli_main(["seed", "--model", str(tiny_model), "--zoom", "5", *reversed_bbox, "--quiet"]) == 2
+    assert "empty" in capsys.readouterr().err  # not "seeded 0 tiles"
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert cli_main(["seed", "--model", str(tiny_model), "--zoom", "9", *bbox, "--quiet"]) == 1
     assert "zoom 9" in capsys.readouterr().err
