@@ -18,6 +18,7 @@ from tiles.errors import (
     TileOutOfBounds,
     UnknownJob,
     UnknownWorld,
+    UnprocessableImage,
     UnsupportedImage,
     UploadTooLarge,
     WorldStoreUnavailable,
@@ -34,6 +35,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     UploadTooLarge: 413,  # too many bytes, or too many pixels (a decompression bomb)
     UnsupportedImage: 415,
     BadImage: 400,  # empty, truncated or corrupt
+    UnprocessableImage: 422,  # an aspect ratio past the limit: the job's cost would be unbounded
     TileOutOfBounds: 400,
     RegionError: 422,  # world parameters (seed, psi) the model cannot use
     RenderQueueFull: 503,

@@ -90,6 +90,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 job_queue(own_link, renderer.model_hash, settings),
                 concurrency=settings.outpaint_concurrency,
                 name="embedded-worker",
+                max_aspect=settings.outpaint_max_aspect,
             )
             await stack.enter_async_context(worker)
         warning = await cache.check_eviction_policy()

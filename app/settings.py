@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     outpaint_max_pixels: int = Field(
         40_000_000, ge=1, description="images with more pixels (read from the header, before decoding) answer 413"
     )
+    outpaint_max_aspect: float = Field(
+        4.0,
+        ge=1.0,
+        le=16.0,
+        description="photos wider (or taller) than this ratio answer 422: the job scales the photo to one scene tall, "
+        "so its cost grows with the ratio",
+    )
     outpaint_lease_s: float = Field(
         30.0, gt=0, le=3600, description="a job whose worker stopped renewing its lease this long is run again"
     )

@@ -26,7 +26,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     link = worker_link(settings.redis_url)
     try:
         jobs = job_queue(link, model.model_hash, settings)
-        async with OutpaintWorker(model, jobs, concurrency=settings.outpaint_concurrency) as worker:
+        async with OutpaintWorker(
+            model, jobs, concurrency=settings.outpaint_concurrency, max_aspect=settings.outpaint_max_aspect
+        ) as worker:
             await stop.wait()
         return worker.jobs_done
     finally:

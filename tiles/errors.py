@@ -39,6 +39,11 @@ class UnsupportedImage(TileError):
     """An upload that is not an image in one of the accepted formats (PNG, JPEG, WebP)."""
 
 
+class UnprocessableImage(TileError):
+    """A decodable image whose shape the service will not work on: its aspect ratio would make the job's footprint
+    (the photo scaled to one scene tall) and so its time and memory unbounded."""
+
+
 class BadImage(TileError):
     """An upload in an accepted format that cannot be used: empty, truncated or corrupt."""
 

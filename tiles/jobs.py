@@ -87,6 +87,7 @@ if redis.call('lrem', KEYS[1], 0, ARGV[1]) == 0 then
 end
 redis.call('rpush', KEYS[2], ARGV[1])
 redis.call('hset', KEYS[3], 'status', 'queued', 'progress', 0, 'updated_at', ARGV[2])
+redis.call('hincrby', KEYS[3], 'lost_workers', 1)
 return 1
 """
 
@@ -138,6 +139,7 @@ class JobRecord:
     updated_at: float
     error: str | None = None
     result: JobResult | None = None
+    lost_workers: int = 0  # times the job was running when its worker died (requeued by a reaper)
 
     @classmethod
     def from_hash(cls, fields: Mapping[bytes, bytes]) -> JobRecord:
@@ -161,6 +163,7 @@ class JobRecord:
             updated_at=float(text["updated_at"]),
             error=text.get("error") or None,
             result=result,
+            lost_workers=int(text.get("lost_workers", 0)),
         )
 
 
@@ -174,11 +177,23 @@ class Claim:
 
 
 class JobQueue:
-    def __init__(self, link: RedisLink, model_hash: str, *, lease_s: float = 30.0, max_attempts: int = 3) -> None:
+    def __init__(
+        self,
+        link: RedisLink,
+        model_hash: str,
+        *,
+        lease_s: float = 30.0,
+        max_attempts: int = 3,
+        max_lost_workers: int = 2,
+    ) -> None:
+        """max_lost_workers: a job whose worker died this many times while running it is failed, not run again (a
+        job that kills its worker, e.g. out of memory, would otherwise kill every worker, restart after restart);
+        a single death (a deploy, a node lost) is retried."""
         self.link = link
         self.model_hash = model_hash
         self.lease_ms = max(1, int(lease_s * 1000))
         self.max_attempts = max_attempts
+        self.max_lost_workers = max_lost_workers
         self.queue_key = f"outpaint:queue:{model_hash}"
         self.processing_key = f"outpaint:processing:{model_hash}"
         client = link.client
@@ -231,7 +246,15 @@ class JobQueue:
         flat, image = started
         record = JobRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
         claim = Claim(record, image)
-        if record.attempts > self.max_attempts:
+        if record.lost_workers >= self.max_lost_workers:
+            # A job that was running when its worker died, twice: likely what killed it (out of memory). Running
+            # it again would kill the next worker too, and a persisted queue would do so after every restart.
+            claim.stale = True
+            await self.fail(
+                job_id,
+                f"not retried: its worker died {record.lost_workers} times while running it (out of memory?)",
+            )
+        elif record.attempts > self.max_attempts:
             claim.stale = True
             await self.fail(job_id, f"gave up after {self.max_attempts} attempts: the worker running it was lost")
         return claim

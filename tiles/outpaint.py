@@ -24,7 +24,7 @@ from infinitygan.invert import QUALITY, invert_photo, place_photo
 from infinitygan.world import WorldSpec
 from tiles.jobs import Claim, JobQueue, JobRecord, JobResult
 from tiles.redis_link import RedisLink, RedisUnavailable, connect
-from tiles.uploads import decode_photo
+from tiles.uploads import MAX_ASPECT, decode_photo
 from tiles.worlds import WorldRecord
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,17 @@ class _Progress:
 
 
 class OutpaintWorker:
-    def __init__(self, model: LoadedGenerator, queue: JobQueue, *, concurrency: int = 1, name: str = "worker") -> None:
+    def __init__(
+        self,
+        model: LoadedGenerator,
+        queue: JobQueue,
+        *,
+        concurrency: int = 1,
+        name: str = "worker",
+        max_aspect: float = MAX_ASPECT,
+    ) -> None:
         self.queue = queue
+        self.max_aspect = max_aspect  # checked again here: jobs queued before a limit existed must not run unbounded
         self.concurrency = concurrency
         self.name = name
         self.model_hash = model.model_hash
@@ -151,7 +160,7 @@ class OutpaintWorker:
     ) -> tuple[WorldRecord, bytes, JobResult]:
         """In a pool thread: decode, place, fit, serialise."""
         request = record.request
-        photo = decode_photo(image, max_bytes=UNLIMITED, max_pixels=UNLIMITED)
+        photo = decode_photo(image, max_bytes=UNLIMITED, max_pixels=UNLIMITED, max_aspect=self.max_aspect)
         placed, footprint = place_photo(np.ascontiguousarray(photo), self.scene_height)
         placed = np.array(placed)  # writable: the anchor's safetensors export wraps it in a tensor
         config = dataclasses.replace(QUALITY[request.quality], steps=request.steps)

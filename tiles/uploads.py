@@ -12,14 +12,27 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tiles.errors import BadImage, UnsupportedImage, UploadTooLarge
+from tiles.errors import BadImage, UnprocessableImage, UnsupportedImage, UploadTooLarge
 
 ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+MAX_ASPECT = 4.0
 
 
-def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+def check_aspect(width: int, height: int, max_aspect: float) -> None:
+    """UnprocessableImage unless 1/max_aspect <= width/height <= max_aspect.
+
+    The job scales the photo to one scene tall, so its footprint (and inversion time and memory) grows with
+    width/height: a 421-byte 10000x10 PNG became a 256,000 px wide footprint. Tall photos shrink to a sliver."""
+    if width * max_aspect < height or height * max_aspect < width:
+        raise UnprocessableImage(
+            f"the image is {width}x{height}: aspect ratios from 1:{max_aspect:g} to {max_aspect:g}:1 are accepted; "
+            "crop it first"
+        )
+
+
+def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
     """The upload as uint8 (H, W, 3) RGB, upright per its EXIF orientation; raises UploadTooLarge,
-    UnsupportedImage or BadImage."""
+    UnsupportedImage, UnprocessableImage (aspect ratio, from the header, before decoding) or BadImage."""
     if not data:
         raise BadImage("the upload is empty")
     if len(data) > max_bytes:
@@ -29,6 +42,7 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
             width, height = image.size
             if width * height > max_pixels:
                 raise UploadTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+            check_aspect(width, height, max_aspect)
             image.load()
             rgb = _upright_rgb(image)
     except Image.DecompressionBombError as exc:

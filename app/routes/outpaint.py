@@ -81,7 +81,11 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
     # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
     await asyncio.to_thread(
-        decode_photo, image, max_bytes=settings.outpaint_max_upload_bytes, max_pixels=settings.outpaint_max_pixels
+        decode_photo,
+        image,
+        max_bytes=settings.outpaint_max_upload_bytes,
+        max_pixels=settings.outpaint_max_pixels,
+        max_aspect=settings.outpaint_max_aspect,
     )
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
     record, _ = await resources.jobs.submit(image, JobRequest(params.seed, params.psi, params.quality, steps))

@@ -111,6 +111,13 @@ def test_bad_uploads_get_the_right_4xx_and_leave_nothing_behind(
     assert len(tall) < MAX_BYTES
     assert_rejected(submit(uploads, tall, "tall.png"), 413, "2000x600")
 
+    # Extreme aspect ratios: a 421-byte 10000x10 PNG became a 256,000 px wide footprint (36 s and 3.3 GB an
+    # inversion step); refused from the header with 422, both ways round.
+    strip = encoded(Image.new("RGB", (10000, 10), (90, 120, 200)), "PNG", optimize=True)
+    assert len(strip) < 1000
+    assert_rejected(submit(uploads, strip, "strip.png"), 422, "10000x10")
+    assert_rejected(submit(uploads, encoded(Image.new("L", (8, 2000)), "PNG"), "pole.png"), 422, "aspect")
+
     # Not an image, or an image in a format we do not take.
     assert_rejected(submit(uploads, b"just some text, not a photo", "notes.txt"), 415, "PNG, JPEG or WebP")
     assert_rejected(submit(uploads, encoded(small, "GIF"), "anim.gif"), 415)

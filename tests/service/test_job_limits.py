@@ -1,0 +1,68 @@
+"""Outpainting jobs that must not run: one that keeps killing its workers, and one whose cost is unbounded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+
+from PIL import Image
+
+from tiles.jobs import JobQueue, JobRequest, lease_key
+from tiles.outpaint import OutpaintWorker
+from tiles.redis_link import RedisLink, connect
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_job_whose_worker_died_twice_is_failed_not_run_again(redis_url) -> None:
+    """A job that OOM-kills its worker stayed queued in the persisted Redis and killed the next worker, attempt after
+    attempt. One death (a deploy) is retried; a second one fails the job."""
+
+    async def scenario() -> list[object]:
+        link = RedisLink(connect(redis_url))
+        queue = JobQueue(link, f"test-{uuid.uuid4().hex[:8]}", lease_s=30.0)
+        seen = []
+        try:
+            record, _ = await queue.submit(png(64, 48), JobRequest(1, 0.8, "fast", 3))
+            for _ in range(3):
+                claim = await queue.claim(1.0)
+                seen.append((claim.stale, claim.record.attempts, claim.record.lost_workers))
+                if claim.stale:
+                    break
+                await link.run(lambda r: r.delete(lease_key(record.id)))  # the worker died: its lease lapsed
+                assert await queue.reap(record.id)
+            seen.append(await queue.get(record.id))
+        finally:
+            await link.close()
+        return seen
+
+    *claims, final = asyncio.run(scenario())
+    assert claims == [(False, 1, 0), (False, 2, 1), (True, 3, 2)]
+    assert final.status == "failed" and "died 2 times" in final.error
+
+
+def test_a_queued_job_with_an_unbounded_footprint_fails_cleanly_in_the_worker(redis_url, tiny_loaded) -> None:
+    """Jobs queued before the aspect limit existed (or by another client of the queue) are checked again."""
+
+    async def scenario():
+        link = RedisLink(connect(redis_url))
+        queue = JobQueue(link, f"test-{uuid.uuid4().hex[:8]}", lease_s=30.0)
+        try:
+            record, _ = await queue.submit(png(10000, 10), JobRequest(1, 0.8, "fast", 3))
+            async with OutpaintWorker(tiny_loaded, queue, name="limits-test"):
+                for _ in range(200):
+                    job = await queue.get(record.id)
+                    if job.status in ("failed", "succeeded"):
+                        return job
+                    await asyncio.sleep(0.05)
+            return await queue.get(record.id)
+        finally:
+            await link.close()
+
+    job = asyncio.run(scenario())
+    assert job.status == "failed" and "10000x10" in job.error and "aspect" in job.error
