@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app.errors import add_exception_handlers
-from app.middleware import ResponseHeadersMiddleware
+from app.middleware import HeadMiddleware, ResponseHeadersMiddleware
 from app.resources import open_resources
 from app.routes import demo, meta, outpaint, tiles, worlds
 from app.routes.demo import STATIC_DIR
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     # Tiles are read from other origins (Leaflet with crossOrigin, canvas read-back); writes stay same-origin.
+    app.add_middleware(HeadMiddleware)  # innermost: CORS and timing see HEAD answers like any other
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],

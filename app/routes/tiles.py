@@ -33,14 +33,12 @@ def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
 
 
 @router.get("/worlds/{world}/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
-@router.head("/worlds/{world}/tiles/{z}/{x}/{y}.png", include_in_schema=False)
 async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
     """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
     return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
 
 
 @router.get("/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
-@router.head("/tiles/{z}/{x}/{y}.png", include_in_schema=False)
 async def default_world_tile(
     request: Request, world: DefaultWorldDep, tile: TileDep, resources: ResourcesDep
 ) -> Response:

@@ -197,3 +197,34 @@ def test_health_metrics_docs_and_demo_page(client: httpx.Client) -> None:
     assert client.get("/vendor/leaflet/leaflet.js").status_code == 200
     assert client.get("/vendor/leaflet/images/marker-icon.png").status_code == 200
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_every_get_route_answers_head_and_405_lists_every_allowed_method(client: httpx.Client) -> None:
+    """HEAD answered on tiles only (404/405 elsewhere); link checkers and CDNs send it to any URL."""
+    world = new_world(client, 31)
+    for path in (
+        "/",
+        "/healthz",
+        "/tilejson.json",
+        f"/worlds/{world}",
+        f"/worlds/{world}/tilejson.json",
+        "/tiles/5/0/0.png",
+        f"/worlds/{world}/tiles/5/0/0.png",
+        "/openapi.json",
+        "/vendor/leaflet/leaflet.js",
+    ):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if "etag" in get.headers:
+            assert head.headers["etag"] == get.headers["etag"], path
+        if path != "/healthz":  # /healthz's body holds live numbers; the others are byte-stable
+            assert head.headers["content-length"] == str(len(get.content)), path
+    assert client.head("/worlds/ffffffffffffffff").status_code == 404  # HEAD follows GET's errors too
+
+    not_allowed = client.put("/tilejson.json")
+    assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "GET, HEAD"
+    assert client.get("/outpaint").headers["allow"] == "POST"
+    assert client.delete(f"/worlds/{world}").headers["allow"] == "GET, HEAD"
+    assert client.put("/worlds").headers["allow"] == "POST"
