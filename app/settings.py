@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     default_psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0)
     render_threads: int = Field(2, ge=1, le=64)
     torch_threads: int | None = Field(None, ge=1, description="None = cores / render_threads")
-    max_pending_renders: int = Field(64, ge=1, description="tiles waiting for a render before answering 503")
+    max_pending_renders: int = Field(
+        64,
+        ge=1,
+        description="native renders of admitted work (a cold tile k levels below native counts 4^k) before "
+        "a cold tile answers 503",
+    )
     retry_after_s: int = Field(2, ge=1)
     error_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of 4xx answers")
     default_world_max_age_s: int = Field(

@@ -26,7 +26,9 @@ class TileMetrics:
             "tile_render_rejected", "Tile requests answered 503 because the render queue was full",
             registry=self.registry,
         )  # fmt: skip
-        self.pending = Gauge("tile_render_pending", "Tiles waiting for a render", registry=self.registry)
+        self.pending = Gauge(
+            "tile_render_pending", "Admitted work waiting for a render, in native renders", registry=self.registry
+        )
         self.redis_up = Gauge("tile_cache_redis_up", "1 when the last Redis call succeeded", registry=self.registry)
 
     def renders_total(self) -> float:

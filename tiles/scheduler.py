@@ -19,7 +19,8 @@ class RenderScheduler:
     def __init__(
         self, threads: int = 2, max_pending: int = 64, torch_threads: int | None = None, retry_after_s: int = 2
     ) -> None:
-        """`max_pending` bounds the tiles (requests, not internal jobs) waiting for a render at once."""
+        """`max_pending` bounds the work waiting at once, in native renders: a cold tile k zoom levels below native
+        may need 4^k of them, and is admitted for that many."""
         self.threads = threads
         self.max_pending = max_pending
         self.retry_after_s = retry_after_s
@@ -28,14 +29,18 @@ class RenderScheduler:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self.pending = 0
 
-    def admit(self) -> None:
-        """Raise RenderQueueFull when the queue is full; call `release` once per successful `admit`."""
-        if self.pending >= self.max_pending:
-            raise RenderQueueFull(f"{self.pending} tiles are waiting to render; retry shortly", self.retry_after_s)
-        self.pending += 1
+    def admit(self, cost: int = 1) -> None:
+        """Admit `cost` native renders of work, or raise RenderQueueFull when they do not fit; call `release(cost)`
+        once per successful `admit`. An idle scheduler admits anything, so no tile is refused forever."""
+        if self.pending > 0 and self.pending + cost > self.max_pending:
+            raise RenderQueueFull(
+                f"{self.pending} native renders are queued and this tile needs up to {cost} more; retry shortly",
+                self.retry_after_s,
+            )
+        self.pending += cost
 
-    def release(self) -> None:
-        self.pending -= 1
+    def release(self, cost: int = 1) -> None:
+        self.pending -= cost
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)

@@ -98,17 +98,19 @@ class TileService:
     async def _produce_admitted(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
         if key in self._flights:  # joining a render already under way costs no extra work
             return await self._flights.do(key, lambda: self._produce(world, tile, key))
+        # Admission counts work: a cold zoom-out tile k levels below native may need 4^k native renders.
+        cost = 4 ** (self.grid.native_zoom - tile.z)
         try:
-            self.scheduler.admit()
+            self.scheduler.admit(cost)
         except RenderQueueFull:
             self.metrics.rejected.inc()
             raise
-        self.metrics.pending.inc()
+        self.metrics.pending.inc(cost)
         try:
             return await self._flights.do(key, lambda: self._produce(world, tile, key))
         finally:
-            self.scheduler.release()
-            self.metrics.pending.dec()
+            self.scheduler.release(cost)
+            self.metrics.pending.dec(cost)
 
     async def _tile_png(self, world: WorldRecord, tile: TileAddress) -> bytes:
         """A child tile for a zoom-out render: cached or produced, without admission (its parent was admitted)."""

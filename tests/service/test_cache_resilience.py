@@ -219,3 +219,32 @@ def test_a_pool_busy_past_its_wait_is_not_an_outage(redis_url) -> None:
     busy = [r for r in results if isinstance(r, BaseException)]
     assert busy and all(isinstance(r, RedisBusy) for r in busy)
     assert still_up and after is True
+
+
+def test_admission_counts_zoom_out_work_and_cached_tiles_keep_flowing(redis_url, tiny_model, redis_client) -> None:
+    """A cold zoom-2 tile is 64 native renders. Admission counted it as one request, so with it in flight cold native
+    tiles queued behind all 64 renders (36 s each) and nothing was shed."""
+    settings = service_settings(redis_url, tiny_model, max_pending_renders=64)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        world = client.post("/worlds", json={"seed": 777}).json()["id"]
+        warm = f"/worlds/{world}/tiles/5/40/40.png"
+        assert client.get(warm).status_code == 200  # cached before the flood
+
+        async def flood_then_probe() -> tuple[httpx.Response, httpx.Response, httpx.Response, int]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as http:
+                zoom_out = asyncio.create_task(http.get(f"/worlds/{world}/tiles/2/0/0.png"))
+                pending = 0
+                for _ in range(400):
+                    pending = (await http.get("/healthz")).json()["pending_renders"]
+                    if pending >= 64 or zoom_out.done():
+                        break
+                    await asyncio.sleep(0.005)
+                cold = await http.get(f"/worlds/{world}/tiles/5/-30/30.png")
+                cached = await http.get(warm)
+                return cold, cached, await zoom_out, pending
+
+        cold, cached, zoom_out, pending = asyncio.run(flood_then_probe())
+        assert pending == 64  # the zoom-out tile was admitted for its 64 native renders
+        assert cold.status_code == 503 and cold.headers["retry-after"] == "2"  # shed, not queued behind them
+        assert cached.status_code == 200 and cached.headers["x-cache"] == "HIT"  # cached tiles keep flowing
+        assert zoom_out.status_code == 200
