@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from app.errors import add_exception_handlers
 from app.middleware import HeadMiddleware, ResponseHeadersMiddleware
@@ -35,11 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.resources = resources
             yield
 
-    app = FastAPI(
+    # fastapi-offline serves Swagger UI (5.x, which reads OpenAPI 3.1) and ReDoc from its own package, so /docs
+    # works without reaching a CDN: on an offline machine, behind a strict CSP, in the tests.
+    app = FastAPIOffline(
         title="InfinityGAN landscapes",
         description="An endless, reproducible landscape served as slippy-map tiles (Leaflet CRS.Simple).",
         version="0.1.0",
         lifespan=lifespan,
+        static_url="/vendor/docs",
     )
     add_exception_handlers(app)
     # Tiles are read from other origins (Leaflet with crossOrigin, canvas read-back); writes stay same-origin.

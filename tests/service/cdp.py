@@ -41,9 +41,11 @@ def find_chromium() -> str | None:
 class Chromium:
     """One headless Chromium with a fresh profile, driven through its first page target."""
 
-    def __init__(self, binary: str, width: int = 1280, height: int = 800) -> None:
+    def __init__(self, binary: str, width: int = 1280, height: int = 800, *, offline: bool = False) -> None:
+        """offline: every host name but localhost fails to resolve (a page must need nothing from the internet)."""
         self.binary = binary
         self.size = (width, height)
+        self.extra_flags = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost"] if offline else []
         self._profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
         self._process: subprocess.Popen | None = None
         self._ws: ClientConnection | None = None
@@ -52,8 +54,8 @@ class Chromium:
     def __enter__(self) -> Chromium:
         width, height = self.size
         self._process = subprocess.Popen(
-            [self.binary, *LAUNCH_FLAGS, f"--user-data-dir={self._profile}", f"--window-size={width},{height}",
-             "about:blank"],
+            [self.binary, *LAUNCH_FLAGS, *self.extra_flags, f"--user-data-dir={self._profile}",
+             f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

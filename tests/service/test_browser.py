@@ -114,3 +114,20 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
         client, "tiles_served_total", zoom="5", cache="hit"
     )
     assert served_after - served_before >= 15  # the browser's tiles really came from this server
+
+
+def test_api_docs_render_offline(live_server: LiveServer, client: httpx.Client) -> None:
+    """/docs loaded Swagger UI from a CDN: blank on an offline machine. Now its assets come from a package."""
+    page = client.get("/docs").text
+    assert "cdn" not in page.lower() and "https://" not in page
+    binary = find_chromium()
+    assert binary is not None, "Chromium not found: install it with `apt-get install -y chromium`"
+    with Chromium(binary, 1280, 800, offline=True) as browser:
+        browser.navigate(f"{live_server.base_url.replace('127.0.0.1', 'localhost')}/docs")
+        browser.wait_for("document.querySelectorAll('.opblock').length >= 10", 60)
+        operations = browser.evaluate(
+            "Array.from(document.querySelectorAll('.opblock-summary-path')).map(e => e.textContent)"
+        )
+        assert "/outpaint" in " ".join(operations) and "/worlds" in " ".join(operations)
+        ARTIFACTS.mkdir(exist_ok=True)
+        Path(ARTIFACTS / "docs-offline.png").write_bytes(browser.screenshot())
