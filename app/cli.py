@@ -29,7 +29,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        proxy_headers=True,
+        proxy_headers=False,  # the app applies X-Forwarded-* itself, from INFINITYGAN_FORWARDED_ALLOW_IPS
         # On SIGTERM uvicorn stops accepting, finishes requests in flight, then runs the lifespan shutdown (which
         # waits for the render threads). Bounded so the process exits before an orchestrator's SIGKILL (Docker: 10 s
         # by default; docker-compose.yml gives 30 s).

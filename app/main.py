@@ -9,9 +9,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.errors import add_exception_handlers
-from app.middleware import HeadMiddleware, ResponseHeadersMiddleware
+from app.middleware import HeadMiddleware, ResponseHeadersMiddleware, RootPathMiddleware
 from app.resources import open_resources
 from app.routes import demo, meta, outpaint, tiles, worlds
 from app.routes.demo import STATIC_DIR
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=86400,
     )
     app.add_middleware(ResponseHeadersMiddleware, error_max_age_s=settings.error_max_age_s)
+    # Outermost: scheme and client address from trusted proxies only (uvicorn's own parser, whatever server runs
+    # the app); `infinitygan serve` turns uvicorn's copy of it off so it is not applied twice.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    if settings.root_path:
+        app.add_middleware(RootPathMiddleware, root_path=settings.root_path)
     for module in (tiles, worlds, outpaint, meta, demo):
         app.include_router(module.router)
     app.mount("/vendor/leaflet", StaticFiles(directory=leaflet_dir()), name="leaflet")

@@ -1,6 +1,8 @@
 """Cross-cutting HTTP behaviour, pure ASGI (no BaseHTTPMiddleware) so cached tiles pay no extra task or body copy:
 
 - ResponseHeadersMiddleware: Server-Timing on every answer, and cache lifetimes for errors.
+- RootPathMiddleware: the path prefix a proxy mounts the service under (it strips it before forwarding), so every
+  URL the service writes (TileJSON, Location, /docs) carries it.
 - HeadMiddleware: HEAD on every GET route (RFC 9110 9.3.2: the GET's status and headers, no body), and 405 answers
   whose Allow header lists every method the path accepts.
 """
@@ -86,3 +88,14 @@ class HeadMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_filtered)
+
+
+class RootPathMiddleware:
+    def __init__(self, app: ASGIApp, *, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "root_path": self.root_path}
+        await self.app(scope, receive, send)

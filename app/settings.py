@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         description="the embedded Redis's append-only file (worlds, photo anchors, jobs, tiles) lives here, so they "
         "survive restarts; relative to the working directory; None = in memory only",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="comma-separated addresses or networks of proxies whose X-Forwarded-Proto/-For are trusted (TLS "
+        "terminated in front: TileJSON then lists https:// URLs); '*' trusts any peer, for a private network only",
+    )
+    root_path: str = Field(
+        "", pattern=r"^(/[^/]+)*$", description="path prefix the service is mounted under behind a proxy, e.g. /maps"
+    )
     native_zoom: int = Field(5, ge=0, le=30)
     zoom_out_levels: int = Field(3, ge=0, le=8, description="zoom levels below native rendered by downsampling")
     client_zoom_levels: int = Field(3, ge=0, le=8, description="levels above native that Leaflet scales up")

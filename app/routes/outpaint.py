@@ -89,7 +89,7 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     )
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
     record, _ = await resources.jobs.submit(image, JobRequest(params.seed, params.psi, params.quality, steps))
-    response.headers["Location"] = f"/jobs/{record.id}"
+    response.headers["Location"] = f"{request.scope.get('root_path', '')}/jobs/{record.id}"
     response.headers["Cache-Control"] = NO_STORE
     return job_body(request, record)
 

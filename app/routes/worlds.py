@@ -59,7 +59,7 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
 async def create_world(body: WorldCreate, request: Request, response: Response, resources: ResourcesDep) -> World:
     """Create (or find again: ids are content-addressed) the world of a seed and psi under this server's model."""
     record = await resources.worlds.create(body.seed, body.psi)
-    response.headers["Location"] = f"/worlds/{record.id}"
+    response.headers["Location"] = f"{request.scope.get('root_path', '')}/worlds/{record.id}"
     return world_body(request, record)
 
 

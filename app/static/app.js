@@ -1,4 +1,5 @@
-// Demo viewer: Leaflet CRS.Simple over the tile service. State lives in the URL hash:
+// Demo viewer: Leaflet CRS.Simple over the tile service. Every URL is relative to the page, so the service also
+// works under a path prefix behind a proxy (INFINITYGAN_ROOT_PATH). State lives in the URL hash:
 // #world=<id>&z=<zoom>&x=<world px>&y=<world px>, with x/y the map centre in native world pixels.
 "use strict";
 
@@ -38,7 +39,7 @@ async function fetchJSON(url, options) {
 }
 
 async function openWorld(worldId, view) {
-  tilejson = await fetchJSON(worldId ? `/worlds/${encodeURIComponent(worldId)}/tilejson.json` : "/tilejson.json");
+  tilejson = await fetchJSON(worldId ? `worlds/${encodeURIComponent(worldId)}/tilejson.json` : "tilejson.json");
   if (layer) map.removeLayer(layer);
   map.setMinZoom(tilejson.minzoom);
   map.setMaxZoom(tilejson.maxDisplayZoom);
@@ -74,7 +75,7 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
   if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
   try {
     // The seed goes into the JSON as typed: seeds beyond 2**53 would lose digits as a JS number.
-    const world = await fetchJSON("/worlds", {
+    const world = await fetchJSON("worlds", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: `{"seed": ${seed}, "psi": ${psi}}`,
     });
     const centre = tilejson ? map.project(map.getCenter(), tilejson.nativeZoom) : { x: 0, y: 0 };
@@ -102,7 +103,7 @@ async function followJob(job) {
   showJob(job);
   while (job.status === "queued" || job.status === "running") {
     await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
-    job = await fetchJSON(`/jobs/${encodeURIComponent(job.id)}`);
+    job = await fetchJSON(`jobs/${encodeURIComponent(job.id)}`);
     showJob(job);
   }
   if (job.status !== "succeeded") throw new Error(`outpainting failed: ${job.error || job.status}`);
@@ -136,7 +137,7 @@ document.getElementById("outpaint").addEventListener("submit", async (event) => 
   button.disabled = true;
   showError("");
   try {
-    const job = await followJob(await fetchJSON("/outpaint", { method: "POST", body: form }));
+    const job = await followJob(await fetchJSON("outpaint", { method: "POST", body: form }));
     await flyToPhoto(job.result);
   } catch (error) {
     showError(error.message);

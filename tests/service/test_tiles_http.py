@@ -193,7 +193,7 @@ def test_health_metrics_docs_and_demo_page(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
     assert "/worlds" in client.get("/openapi.json").json()["paths"]
     page = client.get("/")
-    assert page.status_code == 200 and "/vendor/leaflet/leaflet.js" in page.text
+    assert page.status_code == 200 and 'src="vendor/leaflet/leaflet.js"' in page.text
     assert client.get("/vendor/leaflet/leaflet.js").status_code == 200
     assert client.get("/vendor/leaflet/images/marker-icon.png").status_code == 200
     assert client.get("/static/app.js").status_code == 200
@@ -228,3 +228,25 @@ def test_every_get_route_answers_head_and_405_lists_every_allowed_method(client:
     assert client.get("/outpaint").headers["allow"] == "POST"
     assert client.delete(f"/worlds/{world}").headers["allow"] == "GET, HEAD"
     assert client.put("/worlds").headers["allow"] == "POST"
+
+
+def test_behind_a_tls_proxy_under_a_prefix_urls_are_https_and_prefixed(redis_url, tiny_model) -> None:
+    """TileJSON listed http:// tiles behind a TLS-terminating proxy, and absolute paths broke a prefix mount."""
+    from tests.service.conftest import LiveServer, service_settings
+
+    settings = service_settings(redis_url, tiny_model, forwarded_allow_ips="127.0.0.1", root_path="/maps")
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "Host": "tiles.example"}
+        tilejson = http.get("/tilejson.json", headers=proxied).json()
+        assert tilejson["tiles"][0].startswith("https://tiles.example/maps/worlds/")
+        created = http.post("/worlds", json={"seed": 5}, headers=proxied)
+        assert created.headers["location"].startswith("/maps/worlds/")
+        assert created.json()["tilejson"].startswith("https://tiles.example/maps/")
+        # The demo page and its script use relative URLs only, so they follow the prefix.
+        page, script = http.get("/").text, http.get("/static/app.js").text
+        assert 'src="/' not in page and 'href="/' not in page
+        assert "fetchJSON(\"/" not in script and "fetchJSON(`/" not in script
+    untrusted = service_settings(redis_url, tiny_model, forwarded_allow_ips="192.0.2.1")
+    with LiveServer(untrusted) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        forged = http.get("/tilejson.json", headers={"X-Forwarded-Proto": "https"}).json()
+        assert forged["tiles"][0].startswith("http://127.0.0.1")  # a peer that is not a trusted proxy cannot
