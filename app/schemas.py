@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -110,3 +110,24 @@ class Health(BaseModel):
     redis: RedisHealth
     pending_renders: int
     max_pending_renders: int
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: {"detail": ...}."""
+
+    detail: Any = Field(description="what went wrong: a message, or the list of invalid request fields (422)")
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "the request cannot be served: past the coordinate limit, a malformed body, or a corrupt upload",
+    404: "no such zoom level, world, job or preview",
+    413: "the upload has more bytes or pixels than the service accepts",
+    415: "not a PNG, JPEG or WebP photo sent as multipart/form-data",
+    422: "invalid parameters (type, bounds), or an image whose aspect ratio is past the limit",
+    503: "too busy, or Redis is unreachable: retry after the Retry-After header's seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses an operation really answers, each with ErrorBody."""
+    return {status: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]} for status in statuses}

@@ -16,7 +16,11 @@ router = APIRouter(tags=["operations"])
 HEALTH_PING_TIMEOUT_S = 1.0
 
 
-@router.get("/healthz", response_model=Health)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "the embedded Redis died and could not be restarted"}},
+)
 async def healthz(resources: ResourcesDep, response: Response) -> Health:
     """ "ok", or "degraded" when Redis is unreachable (tiles are then rendered and served without the cache);
     503 when the embedded redis-server died and could not be restarted (the process should be replaced)."""

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.dependencies import ResourcesDep
-from app.schemas import Footprint, Job, JobResultBody
+from app.schemas import Footprint, Job, JobResultBody, error_responses
 from app.uploads import read_outpaint_form
 from infinitygan.invert import QUALITY
 from tiles.jobs import TERMINAL, JobRecord, JobRequest
@@ -73,7 +73,13 @@ def job_body(request: Request, record: JobRecord) -> Job:
     )
 
 
-@router.post("/outpaint", status_code=202, response_model=Job, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "/outpaint",
+    status_code=202,
+    response_model=Job,
+    openapi_extra=UPLOAD_BODY,
+    responses=error_responses(400, 413, 415, 422, 503),
+)
 async def outpaint(request: Request, response: Response, resources: ResourcesDep) -> Job:
     """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`). The same photo
     and parameters give the same job and world. Follow the job at the Location header."""
@@ -94,7 +100,7 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     return job_body(request, record)
 
 
-@router.get("/jobs/{job}", response_model=Job)
+@router.get("/jobs/{job}", response_model=Job, responses=error_responses(404, 422, 503))
 async def get_job(
     job: Annotated[str, Path(description="job id")],
     request: Request,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, TileDep, WorldDep
+from app.schemas import error_responses
 from tiles.service import Tile
 
 router = APIRouter(tags=["tiles"])
@@ -32,13 +33,19 @@ def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
     return Response(content=tile.png, media_type="image/png", headers=headers)
 
 
-@router.get("/worlds/{world}/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get(
+    "/worlds/{world}/tiles/{z}/{x}/{y}.png",
+    response_class=Response,
+    responses={**PNG_RESPONSE, **error_responses(400, 404, 422, 503)},
+)
 async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
     """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
     return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
 
 
-@router.get("/tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG_RESPONSE)
+@router.get(
+    "/tiles/{z}/{x}/{y}.png", response_class=Response, responses={**PNG_RESPONSE, **error_responses(400, 404, 422, 503)}
+)
 async def default_world_tile(
     request: Request, world: DefaultWorldDep, tile: TileDep, resources: ResourcesDep
 ) -> Response:

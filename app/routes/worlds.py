@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
-from app.schemas import Footprint, TileJSON, World, WorldCreate
+from app.schemas import Footprint, TileJSON, World, WorldCreate, error_responses
 from infinitygan.world import COORD_LIMIT
 from tiles.geometry import TILE_SIZE
 from tiles.preview import preview_png
@@ -55,7 +55,7 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
     )
 
 
-@router.post("/worlds", status_code=201, response_model=World)
+@router.post("/worlds", status_code=201, response_model=World, responses=error_responses(400, 422, 503))
 async def create_world(body: WorldCreate, request: Request, response: Response, resources: ResourcesDep) -> World:
     """Create (or find again: ids are content-addressed) the world of a seed and psi under this server's model."""
     record = await resources.worlds.create(body.seed, body.psi)
@@ -63,12 +63,17 @@ async def create_world(body: WorldCreate, request: Request, response: Response, 
     return world_body(request, record)
 
 
-@router.get("/worlds/{world}", response_model=World)
+@router.get("/worlds/{world}", response_model=World, responses=error_responses(404, 503))
 async def get_world(world: WorldDep, request: Request) -> World:
     return world_body(request, world)
 
 
-@router.get("/worlds/{world}/tilejson.json", response_model=TileJSON, response_model_by_alias=True)
+@router.get(
+    "/worlds/{world}/tilejson.json",
+    response_model=TileJSON,
+    response_model_by_alias=True,
+    responses=error_responses(404, 503),
+)
 async def world_tilejson(world: WorldDep, request: Request, resources: ResourcesDep) -> TileJSON:
     return tilejson_body(request, world, resources)
 
@@ -76,7 +81,10 @@ async def world_tilejson(world: WorldDep, request: Request, resources: Resources
 @router.get(
     "/worlds/{world}/preview.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the photo extended on every side"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the photo extended on every side"},
+        **error_responses(404, 503),
+    },
 )
 async def world_preview(world: WorldDep, resources: ResourcesDep) -> Response:
     """The anchored photo and half its size of generated landscape beyond each side (404 for a plain world)."""
