@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.dependencies import ResourcesDep
-from app.schemas import Footprint, Job, JobResultBody, error_responses
+from app.schemas import Footprint, Job, JobResultBody, OutpaintParams, error_responses
 from app.uploads import read_outpaint_form
 from infinitygan.invert import QUALITY
 from tiles.jobs import TERMINAL, JobRecord, JobRequest
@@ -21,25 +21,17 @@ MAX_WAIT_S = 300.0
 WAIT_POLL_S = 0.25
 NO_STORE = "no-store"
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP photo"},
-                        "seed": {"type": "integer", "default": 0},
-                        "psi": {"type": "number", "default": 0.8},
-                        "quality": {"type": "string", "enum": ["fast", "best"], "default": "fast"},
-                    },
-                }
-            }
-        },
-    }
-}
+def _upload_body() -> dict:
+    """The multipart body of POST /outpaint for the OpenAPI document: the image plus OutpaintParams' fields, with the
+    model's real bounds (the form is parsed by hand, with a streamed size cap, so FastAPI cannot describe it)."""
+    fields = OutpaintParams.model_json_schema()
+    properties = {"image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP photo"}}
+    properties.update(fields["properties"])
+    schema = {"type": "object", "required": ["image"], "properties": properties, "additionalProperties": False}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+UPLOAD_BODY = _upload_body()
 
 
 def job_body(request: Request, record: JobRecord) -> Job:
