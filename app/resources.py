@@ -78,7 +78,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.callback(scheduler.shutdown)
         metrics = TileMetrics()
         cache = TileCache(link)
-        grid = TileGrid(settings.native_zoom, settings.zoom_out_levels)
+        grid = TileGrid(settings.native_zoom, settings.zoom_out_levels, settings.zoom_in_levels)
         default_world = WorldRecord.create(renderer.model_hash, settings.default_seed, settings.default_psi)
         jobs = job_queue(link, renderer.model_hash, settings)
         worker = None

@@ -42,7 +42,13 @@ class Settings(BaseSettings):
     )
     native_zoom: int = Field(5, ge=0, le=30)
     zoom_out_levels: int = Field(3, ge=0, le=8, description="zoom levels below native rendered by downsampling")
-    client_zoom_levels: int = Field(3, ge=0, le=8, description="levels above native that Leaflet scales up")
+    zoom_in_levels: int = Field(
+        3,
+        ge=0,
+        le=8,
+        validation_alias=AliasChoices("INFINITYGAN_ZOOM_IN_LEVELS", "INFINITYGAN_CLIENT_ZOOM_LEVELS"),
+        description="levels above native, upscaled on the server from each tile's neighbourhood (seamless)",
+    )
     default_seed: int = Field(0, ge=0, lt=2**63)
     default_psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0)
     render_threads: int = Field(2, ge=1, le=64)

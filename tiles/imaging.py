@@ -1,4 +1,4 @@
-"""Pixel helpers with bit-exact, reproducible output: PNG encoding and 2x2 area downsampling."""
+"""Pixel helpers with bit-exact, reproducible output: PNG encoding, 2x2 area downsampling, upscaling with context."""
 
 from __future__ import annotations
 
@@ -49,3 +49,19 @@ def downsample_2x(image: np.ndarray) -> np.ndarray:
 def downsample_children(children_png: list[bytes]) -> bytes:
     """PNG of the parent tile from the PNGs of its four children (row-major)."""
     return encode_png(downsample_2x(mosaic_2x2([decode_png(data) for data in children_png])))
+
+
+UPSCALE_MARGIN_PX = 2  # bicubic reaches 2 source pixels each side
+
+
+def upscale_crop(region: np.ndarray, factor: int, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """Bicubic upscale of region by an integer factor, then the crop (left, top, width, height) in output pixels.
+
+    Output pixel j samples source position (j + 0.5) / factor - 0.5 (PIL's convention, integer arithmetic for
+    8-bit images), so when the region holds UPSCALE_MARGIN_PX of context around the crop, the crop depends only on
+    the world pixels it covers: neighbouring tiles upscaled separately stitch exactly as if upscaled together."""
+    height, width = region.shape[:2]
+    image = Image.fromarray(np.ascontiguousarray(region), mode="RGB")
+    left, top, crop_w, crop_h = crop
+    big = image.resize((width * factor, height * factor), Image.Resampling.BICUBIC)
+    return np.asarray(big.crop((left, top, left + crop_w, top + crop_h)))

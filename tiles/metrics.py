@@ -15,7 +15,9 @@ class TileMetrics:
             "tile_cache_lookups", "Tile cache lookups by result", ["result"], registry=self.registry
         )
         self.renders = Counter(
-            "tile_renders", "Tiles rendered (native: model; zoomout: downsampled children)", ["kind"],
+            "tile_renders",
+            "Tiles rendered (native: model; zoomout: downsampled children; zoomin: upscaled neighbourhood)",
+            ["kind"],
             registry=self.registry,
         )  # fmt: skip
         self.render_seconds = Histogram(
@@ -32,4 +34,4 @@ class TileMetrics:
         self.redis_up = Gauge("tile_cache_redis_up", "1 when the last Redis call succeeded", registry=self.registry)
 
     def renders_total(self) -> float:
-        return sum(self.renders.labels(kind)._value.get() for kind in ("native", "zoomout"))
+        return sum(self.renders.labels(kind)._value.get() for kind in ("native", "zoomout", "zoomin"))

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from tiles.anchors import AnchorStore
 from tiles.cache import TileCache, tile_key
 from tiles.errors import RenderQueueFull
-from tiles.geometry import TileAddress, TileGrid
-from tiles.imaging import downsample_children
+from tiles.geometry import TILE_SIZE, TileAddress, TileGrid
+from tiles.imaging import UPSCALE_MARGIN_PX, decode_png, downsample_children, encode_png, upscale_crop
 from tiles.metrics import TileMetrics
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler
@@ -98,8 +100,9 @@ class TileService:
     async def _produce_admitted(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
         if key in self._flights:  # joining a render already under way costs no extra work
             return await self._flights.do(key, lambda: self._produce(world, tile, key))
-        # Admission counts work: a cold zoom-out tile k levels below native may need 4^k native renders.
-        cost = 4 ** (self.grid.native_zoom - tile.z)
+        # Admission counts work: a cold zoom-out tile k levels below native may need 4^k native renders; a zoom-in
+        # tile up to 4 (its neighbourhood can reach into neighbouring native tiles).
+        cost = 4 ** max(1, self.grid.native_zoom - tile.z) if tile.z != self.grid.native_zoom else 1
         try:
             self.scheduler.admit(cost)
         except RenderQueueFull:
@@ -171,10 +174,21 @@ class TileService:
             kind = "native"
             anchor = await self.anchors.get(world.anchor) if world.anchor is not None else None
             png, seconds = await self.scheduler.run(_timed, self.renderer.render_native_png, world.spec, tile, anchor)
-        else:
+        elif tile.z < self.grid.native_zoom:
             kind = "zoomout"
             children = await asyncio.gather(*(self._tile_png(world, child) for child in self.grid.children(tile)))
             png, seconds = await self.scheduler.run(_timed, downsample_children, list(children))
+        else:
+            kind = "zoomin"
+            left, top, size = self.grid.world_bounds(tile)
+            m = UPSCALE_MARGIN_PX
+            native = self.grid.native_zoom
+            sources = list(self.grid.tiles_covering(native, left - m, top - m, left + size + m, top + size + m))
+            pngs = await asyncio.gather(*(self._tile_png(world, source) for source in sources))
+            factor = TILE_SIZE // size
+            png, seconds = await self.scheduler.run(
+                _timed, upscale_tile, sources, list(pngs), (left - m, top - m, size + 2 * m), factor
+            )
         self.metrics.render_seconds.labels(kind).observe(seconds)
         self.metrics.renders.labels(kind).inc()
         return png
@@ -184,3 +198,20 @@ def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
     """Runs in the render thread, so the time excludes waiting in the executor's queue."""
     started = time.perf_counter()
     return function(*args), time.perf_counter() - started
+
+
+def upscale_tile(
+    sources: list[TileAddress], pngs: list[bytes], region: tuple[int, int, int], factor: int
+) -> bytes:
+    """PNG of a zoom-in tile: the native pixels of region = (left, top, size) cut from the native tiles that cover it,
+    upscaled by factor with their UPSCALE_MARGIN_PX of context, the margin cropped away."""
+    left, top, size = region
+    xs, ys = sorted({s.x for s in sources}), sorted({s.y for s in sources})
+    mosaic = np.zeros((len(ys) * TILE_SIZE, len(xs) * TILE_SIZE, 3), dtype=np.uint8)
+    for source, data in zip(sources, pngs, strict=True):
+        row, col = ys.index(source.y) * TILE_SIZE, xs.index(source.x) * TILE_SIZE
+        mosaic[row : row + TILE_SIZE, col : col + TILE_SIZE] = decode_png(data)
+    x0, y0 = left - xs[0] * TILE_SIZE, top - ys[0] * TILE_SIZE
+    cut = mosaic[y0 : y0 + size, x0 : x0 + size]
+    margin = UPSCALE_MARGIN_PX * factor
+    return encode_png(upscale_crop(cut, factor, (margin, margin, TILE_SIZE, TILE_SIZE)))

@@ -36,7 +36,6 @@ def world_body(request: Request, record: WorldRecord) -> World:
 
 
 def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -> TileJSON:
-    settings = resources.settings
     grid = resources.tiles.grid
     world = world_body(request, record)
     return TileJSON(
@@ -46,10 +45,10 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
         + (", continuing an uploaded photo" if record.anchor is not None else ""),
         version=f"{record.model_hash}.{record.id}",
         minzoom=grid.min_zoom,
-        maxzoom=grid.native_zoom,
+        maxzoom=grid.max_zoom,
         tileSize=TILE_SIZE,
         nativeZoom=grid.native_zoom,
-        maxDisplayZoom=grid.native_zoom + settings.client_zoom_levels,
+        maxDisplayZoom=grid.max_zoom,
         coordinateLimit=COORD_LIMIT,
         world=world,
     )

@@ -48,7 +48,7 @@ async function openWorld(worldId, view) {
     minZoom: tilejson.minzoom,
     maxZoom: tilejson.maxDisplayZoom,
     minNativeZoom: tilejson.minzoom,
-    maxNativeZoom: tilejson.maxzoom, // above it Leaflet scales native tiles up client-side
+    maxNativeZoom: tilejson.maxzoom, // the server upscales above native zoom, from each tile's neighbourhood
     noWrap: true,
     crossOrigin: true,
     keepBuffer: 2,

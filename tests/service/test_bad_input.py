@@ -21,7 +21,7 @@ BAD_PATHS: list[tuple[str, int | None]] = [
     ("/tiles/" + "9" * 40 + "/0/0.png", 404),
     ("/tiles/-1/0/0.png", 404),
     ("/tiles/1/0/0.png", 404),
-    ("/tiles/6/0/0.png", 404),
+    ("/tiles/9/0/0.png", 404),  # past native zoom 5 + 3 upscaled levels
     ("/tiles/30/0/0.png", 404),
     (f"/tiles/5/{LIMIT_NATIVE}/0.png", 400),
     (f"/tiles/5/0/{LIMIT_NATIVE}.png", 400),

@@ -169,7 +169,7 @@ def test_world_resource_and_tilejson(client: httpx.Client, live_server: LiveServ
     tilejson = client.get(f"/worlds/{world['id']}/tilejson.json").json()
     assert tilejson["tilejson"] == "3.0.0"
     assert tilejson["tiles"] == [f"{live_server.base_url}/worlds/{world['id']}/tiles/{{z}}/{{x}}/{{y}}.png"]
-    assert (tilejson["minzoom"], tilejson["maxzoom"], tilejson["nativeZoom"]) == (2, 5, 5)
+    assert (tilejson["minzoom"], tilejson["maxzoom"], tilejson["nativeZoom"]) == (2, 8, 5)  # 6-8 upscaled
     assert tilejson["tileSize"] == 256 and tilejson["crs"] == "simple"
     default = client.get("/tilejson.json").json()
     assert default["world"]["seed"] == 0 and default["world"]["psi"] == DEFAULT_PSI
@@ -250,3 +250,31 @@ def test_behind_a_tls_proxy_under_a_prefix_urls_are_https_and_prefixed(redis_url
     with LiveServer(untrusted) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
         forged = http.get("/tilejson.json", headers={"X-Forwarded-Proto": "https"}).json()
         assert forged["tiles"][0].startswith("http://127.0.0.1")  # a peer that is not a trusted proxy cannot
+
+
+def test_zoomed_in_tiles_are_upscaled_on_the_server_without_seams(client: httpx.Client) -> None:
+    """Above the native zoom Leaflet scaled each tile alone, so a line showed at every tile edge (x = 256 at zoom 8).
+    The server upscales each tile with its neighbourhood: neighbours stitch exactly as one upscale of their union."""
+    from PIL import Image
+
+    from tiles.imaging import UPSCALE_MARGIN_PX, upscale_crop
+
+    tilejson = client.get("/tilejson.json").json()
+    assert tilejson["maxzoom"] == tilejson["maxDisplayZoom"] == 8 and tilejson["nativeZoom"] == 5
+    # Zoom 8 tiles 7 and 8 meet at native x = 256, the edge between native tiles 0 and 1.
+    left_tile, right_tile = (
+        np.asarray(Image.open(io.BytesIO(client.get(f"/tiles/8/{x}/3.png").content)).convert("RGB")) for x in (7, 8)
+    )
+    stitched = np.concatenate([left_tile, right_tile], axis=1)
+    native = np.concatenate(
+        [np.asarray(Image.open(io.BytesIO(client.get(f"/tiles/5/{x}/0.png").content)).convert("RGB")) for x in (0, 1)],
+        axis=1,
+    )
+    m = UPSCALE_MARGIN_PX
+    region = native[96 - m : 128 + m, 224 - m : 288 + m]  # native px x 224..288, y 96..128, with context
+    expected = upscale_crop(region, 8, (m * 8, m * 8, 512, 256))
+    assert np.array_equal(stitched, expected)
+    step = np.abs(stitched[:, 256].astype(int) - stitched[:, 255].astype(int)).mean()
+    inside = np.abs(stitched[:, 128].astype(int) - stitched[:, 127].astype(int)).mean()
+    assert step < 3 * inside + 2  # no line at the seam
+    assert client.get("/tiles/9/0/0.png").status_code == 404  # past the last zoom level
