@@ -61,8 +61,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: Path, port: int, workdir: Path) -> subprocess.Popen:
+def start_server(model: Path, port: int, workdir: Path, **settings: str) -> subprocess.Popen:
+    """The service on loopback with an embedded Redis in workdir; settings are INFINITYGAN_* overrides."""
     env = {**os.environ, "INFINITYGAN_MODEL": str(model), "INFINITYGAN_MAX_PENDING_RENDERS": "256"}
+    env.update({f"INFINITYGAN_{name.upper()}": value for name, value in settings.items()})
     # The embedded Redis persists by default: a fresh data dir per run, or "cold" tiles would be last run's hits.
     env["INFINITYGAN_EMBEDDED_REDIS_DATA_DIR"] = str(workdir / "redis")
     env.pop("REDIS_URL", None)  # measure against the embedded Redis, never someone's real one

@@ -98,32 +98,35 @@ class TileService:
         return png
 
     async def _produce_admitted(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
+        # Zoom-out tiles are background work: the render threads take any native or zoom-in tile before them.
+        background = tile.z < self.grid.native_zoom
         if key in self._flights:  # joining a render already under way costs no extra work
-            return await self._flights.do(key, lambda: self._produce(world, tile, key))
+            return await self._flights.do(key, lambda: self._produce(world, tile, key, background))
         # Admission counts work: a cold zoom-out tile k levels below native may need 4^k native renders; a zoom-in
         # tile up to 4 (its neighbourhood can reach into neighbouring native tiles).
         cost = 4 ** max(1, self.grid.native_zoom - tile.z) if tile.z != self.grid.native_zoom else 1
         try:
-            self.scheduler.admit(cost)
+            self.scheduler.admit(cost, background=background)
         except RenderQueueFull:
             self.metrics.rejected.inc()
             raise
         self.metrics.pending.inc(cost)
         try:
-            return await self._flights.do(key, lambda: self._produce(world, tile, key))
+            return await self._flights.do(key, lambda: self._produce(world, tile, key, background))
         finally:
-            self.scheduler.release(cost)
+            self.scheduler.release(cost, background=background)
             self.metrics.pending.dec(cost)
 
-    async def _tile_png(self, world: WorldRecord, tile: TileAddress) -> bytes:
-        """A child tile for a zoom-out render: cached or produced, without admission (its parent was admitted)."""
+    async def _tile_png(self, world: WorldRecord, tile: TileAddress, background: bool) -> bytes:
+        """A source tile of a zoom-out or zoom-in render: cached or produced, without admission (the tile it serves
+        was admitted)."""
         key = tile_key(self.model_hash, world.id, tile)
         png = await self._lookup(key)
         if png is None:
-            png = await self._flights.do(key, lambda: self._produce(world, tile, key))
+            png = await self._flights.do(key, lambda: self._produce(world, tile, key, background))
         return png
 
-    async def _produce(self, world: WorldRecord, tile: TileAddress, key: str) -> bytes:
+    async def _produce(self, world: WorldRecord, tile: TileAddress, key: str, background: bool) -> bytes:
         token = await self._lock_or_tile(key)
         if isinstance(token, bytes):
             return token  # another replica rendered it while we waited
@@ -132,7 +135,7 @@ class TileService:
             # The holder of the lock we just missed may have finished between our lookup and our lock.
             png = await self.cache.get(key) if token is not None else None
             if png is None:
-                png = await self._render(world, tile)
+                png = await self._render(world, tile, background)
                 await self.cache.put(key, png)
             return png
         finally:
@@ -169,26 +172,29 @@ class TileService:
             if not await self.cache.renew_lock(key, token, self.lock_ttl_ms):
                 return
 
-    async def _render(self, world: WorldRecord, tile: TileAddress) -> bytes:
+    async def _render(self, world: WorldRecord, tile: TileAddress, background: bool) -> bytes:
+        run = self.scheduler.run
         if tile.z == self.grid.native_zoom:
             kind = "native"
             anchor = await self.anchors.get(world.anchor) if world.anchor is not None else None
-            png, seconds = await self.scheduler.run(_timed, self.renderer.render_native_png, world.spec, tile, anchor)
+            png, seconds = await run(
+                _timed, self.renderer.render_native_png, world.spec, tile, anchor, background=background
+            )
         elif tile.z < self.grid.native_zoom:
             kind = "zoomout"
-            children = await asyncio.gather(*(self._tile_png(world, child) for child in self.grid.children(tile)))
-            png, seconds = await self.scheduler.run(_timed, downsample_children, list(children))
+            children = self.grid.children(tile)
+            pngs = await asyncio.gather(*(self._tile_png(world, child, background) for child in children))
+            png, seconds = await run(_timed, downsample_children, list(pngs), background=background)
         else:
             kind = "zoomin"
             left, top, size = self.grid.world_bounds(tile)
             m = UPSCALE_MARGIN_PX
             native = self.grid.native_zoom
             sources = list(self.grid.tiles_covering(native, left - m, top - m, left + size + m, top + size + m))
-            pngs = await asyncio.gather(*(self._tile_png(world, source) for source in sources))
+            pngs = await asyncio.gather(*(self._tile_png(world, source, background) for source in sources))
             factor = TILE_SIZE // size
-            png, seconds = await self.scheduler.run(
-                _timed, upscale_tile, sources, list(pngs), (left - m, top - m, size + 2 * m), factor
-            )
+            region = (left - m, top - m, size + 2 * m)
+            png, seconds = await run(_timed, upscale_tile, sources, list(pngs), region, factor, background=background)
         self.metrics.render_seconds.labels(kind).observe(seconds)
         self.metrics.renders.labels(kind).inc()
         return png
@@ -200,9 +206,7 @@ def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
     return function(*args), time.perf_counter() - started
 
 
-def upscale_tile(
-    sources: list[TileAddress], pngs: list[bytes], region: tuple[int, int, int], factor: int
-) -> bytes:
+def upscale_tile(sources: list[TileAddress], pngs: list[bytes], region: tuple[int, int, int], factor: int) -> bytes:
     """PNG of a zoom-in tile: the native pixels of region = (left, top, size) cut from the native tiles that cover it,
     upscaled by factor with their UPSCALE_MARGIN_PX of context, the margin cropped away."""
     left, top, size = region

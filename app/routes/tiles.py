@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, TileDep, WorldDep
@@ -19,6 +22,41 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return "*" in candidates or etag in candidates
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away; never reaches anyone
+
+
+class ClientGone(Exception):
+    """The client disconnected before its tile was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def while_connected(request: Request, work: Awaitable[Tile]) -> Tile:
+    """Await work, cancelling it when the client disconnects first: a render nobody waits for any more is dropped
+    before it starts (the single-flight cancels it once its last waiter has gone)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone
+    return task.result()
+
+
+async def serve_tile(request: Request, work: Awaitable[Tile], cache_control: str) -> Response:
+    try:
+        tile = await while_connected(request, work)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return tile_response(request, tile, cache_control)
 
 
 def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
@@ -40,7 +78,7 @@ def tile_response(request: Request, tile: Tile, cache_control: str) -> Response:
 )
 async def world_tile(request: Request, world: WorldDep, tile: TileDep, resources: ResourcesDep) -> Response:
     """A tile of a created world. The URL is versioned by model (in the world id), so the answer is immutable."""
-    return tile_response(request, await resources.tiles.tile(world, tile), IMMUTABLE)
+    return await serve_tile(request, resources.tiles.tile(world, tile), IMMUTABLE)
 
 
 @router.get(
@@ -52,4 +90,4 @@ async def default_world_tile(
     """A tile of the server's default world. This URL names no model, so it is cached for a bounded time (a new model
     changes it); the TileJSON points clients at the immutable /worlds/{id}/... URL instead."""
     max_age = resources.settings.default_world_max_age_s
-    return tile_response(request, await resources.tiles.tile(world, tile), f"public, max-age={max_age}")
+    return await serve_tile(request, resources.tiles.tile(world, tile), f"public, max-age={max_age}")

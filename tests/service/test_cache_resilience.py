@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -221,16 +222,17 @@ def test_a_pool_busy_past_its_wait_is_not_an_outage(redis_url) -> None:
     assert still_up and after is True
 
 
-def test_admission_counts_zoom_out_work_and_cached_tiles_keep_flowing(redis_url, tiny_model, redis_client) -> None:
+def test_admission_counts_zoom_out_work_and_native_tiles_go_first(redis_url, tiny_model, redis_client) -> None:
     """A cold zoom-2 tile is 64 native renders. Admission counted it as one request, so with it in flight cold native
-    tiles queued behind all 64 renders (36 s each) and nothing was shed."""
-    settings = service_settings(redis_url, tiny_model, max_pending_renders=64)
+    tiles queued behind all 64 renders (36 s each with the real model) and nothing was shed. Now zoom-out work is
+    admitted by its renders into its own budget, and the render threads take native tiles first."""
+    settings = service_settings(redis_url, tiny_model, max_pending_renders=64, render_threads=1)
     with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
         world = client.post("/worlds", json={"seed": 777}).json()["id"]
         warm = f"/worlds/{world}/tiles/5/40/40.png"
         assert client.get(warm).status_code == 200  # cached before the flood
 
-        async def flood_then_probe() -> tuple[httpx.Response, httpx.Response, httpx.Response, int]:
+        async def flood_then_probe():
             async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as http:
                 zoom_out = asyncio.create_task(http.get(f"/worlds/{world}/tiles/2/0/0.png"))
                 pending = 0
@@ -239,12 +241,39 @@ def test_admission_counts_zoom_out_work_and_cached_tiles_keep_flowing(redis_url,
                     if pending >= 64 or zoom_out.done():
                         break
                     await asyncio.sleep(0.005)
-                cold = await http.get(f"/worlds/{world}/tiles/5/-30/30.png")
+                second = await http.get(f"/worlds/{world}/tiles/2/5/5.png")  # the zoom-out budget is full
+                cold = await http.get(f"/worlds/{world}/tiles/5/-30/30.png")  # ahead of the queued renders
                 cached = await http.get(warm)
-                return cold, cached, await zoom_out, pending
+                still_running = not zoom_out.done()
+                return second, cold, cached, await zoom_out, pending, still_running
 
-        cold, cached, zoom_out, pending = asyncio.run(flood_then_probe())
+        second, cold, cached, zoom_out, pending, still_running = asyncio.run(flood_then_probe())
         assert pending == 64  # the zoom-out tile was admitted for its 64 native renders
-        assert cold.status_code == 503 and cold.headers["retry-after"] == "2"  # shed, not queued behind them
+        assert second.status_code == 503 and second.headers["retry-after"] == "2"  # more zoom-out work is shed
+        assert cold.status_code == 200 and still_running  # a native tile did not wait for the zoom-out's renders
         assert cached.status_code == 200 and cached.headers["x-cache"] == "HIT"  # cached tiles keep flowing
         assert zoom_out.status_code == 200
+
+
+def test_a_render_nobody_waits_for_is_never_started(tiny_loaded, redis_url) -> None:
+    """The client went away (its request was cancelled) while every render thread was busy: the render is dropped
+    instead of being run for nobody."""
+
+    async def scenario() -> tuple[int, float]:
+        service, link = build_replica(tiny_loaded, redis_url)  # one render thread
+        try:
+            blocker = asyncio.create_task(service.scheduler.run(time.sleep, 0.5))  # the only thread is busy
+            await asyncio.sleep(0.05)
+            world = WorldRecord.create(service.model_hash, 918_273)
+            request = asyncio.create_task(service.tile(world, TileAddress(5, 3, 3)))
+            await asyncio.sleep(0.15)  # looked up, locked, waiting for the thread
+            request.cancel()  # the client disconnected
+            await blocker
+            await asyncio.sleep(0.3)
+            return service.scheduler.skipped, service.metrics.renders_total()
+        finally:
+            service.scheduler.shutdown()
+            await link.close()
+
+    skipped, rendered = asyncio.run(scenario())
+    assert skipped == 1 and rendered == 0
