@@ -91,6 +91,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 concurrency=settings.outpaint_concurrency,
                 name="embedded-worker",
                 max_aspect=settings.outpaint_max_aspect,
+                max_job_memory_mb=settings.outpaint_max_job_memory_mb,
             )
             await stack.enter_async_context(worker)
         warning = await cache.check_eviction_policy()

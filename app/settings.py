@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="photos wider (or taller) than this ratio answer 422: the job scales the photo to one scene tall, "
         "so its cost grows with the ratio",
     )
+    outpaint_max_job_memory_mb: float = Field(
+        1536.0,
+        ge=256,
+        description="photos whose inversion would need more memory (estimated from their size, measured for the "
+        "shipped model) answer 422; a queued one is failed by the worker without running",
+    )
     outpaint_lease_s: float = Field(
         30.0, gt=0, le=3600, description="a job whose worker stopped renewing its lease this long is run again"
     )

@@ -27,7 +27,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     try:
         jobs = job_queue(link, model.model_hash, settings)
         async with OutpaintWorker(
-            model, jobs, concurrency=settings.outpaint_concurrency, max_aspect=settings.outpaint_max_aspect
+            model,
+            jobs,
+            concurrency=settings.outpaint_concurrency,
+            max_aspect=settings.outpaint_max_aspect,
+            max_job_memory_mb=settings.outpaint_max_job_memory_mb,
         ) as worker:
             await stop.wait()
         return worker.jobs_done

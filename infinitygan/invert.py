@@ -52,13 +52,28 @@ class InversionReport:
     reconstruction_psnr: float  # the generator's own reconstruction inside the footprint, before pasting
 
 
+def photo_footprint(width: int, height: int, scene_height: int) -> Rect:
+    """Where place_photo puts a width x height photo: one scene tall, centred on the horizon at x = 0."""
+    scaled = max(1, round(width * scene_height / height))
+    return Rect(-(scaled // 2), -(scene_height // 2), scaled, scene_height)
+
+
 def place_photo(photo: np.ndarray, scene_height: int) -> tuple[np.ndarray, Rect]:
     """Scale a photo to the model's native scale (its height becomes one scene height) and centre it on the
     horizon at x = 0; returns the resized uint8 photo and its footprint in world pixels."""
     h, w = photo.shape[:2]
-    width = max(1, round(w * scene_height / h))
-    resized = np.asarray(Image.fromarray(photo).resize((width, scene_height), Image.Resampling.LANCZOS))
-    return resized, Rect(-(width // 2), -(scene_height // 2), width, scene_height)
+    footprint = photo_footprint(w, h, scene_height)
+    size = (footprint.width, footprint.height)
+    resized = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+    return resized, footprint
+
+
+def inversion_windows(geometry, footprint: Rect, config: InversionConfig):
+    """(rows, columns) Windows of the z_S window the inversion fits: the footprint plus config.pad_px each side.
+    Its pixel count (rows.size * columns.size) sets the inversion's time and memory per step."""
+    rows = geometry.window_for_span(footprint.y - config.pad_px, footprint.height + 2 * config.pad_px)
+    columns = geometry.window_for_span(footprint.x - config.pad_px, footprint.width + 2 * config.pad_px)
+    return rows, columns
 
 
 def learning_rate(step: int, steps: int, base: float, config: InversionConfig) -> float:
@@ -114,8 +129,7 @@ def invert_photo(
     start_time = time.perf_counter()
     base = World(generator, spec)
     geometry = generator.geometry
-    wy = geometry.window_for_span(footprint.y - config.pad_px, footprint.height + 2 * config.pad_px)
-    wx = geometry.window_for_span(footprint.x - config.pad_px, footprint.width + 2 * config.pad_px)
+    wy, wx = inversion_windows(geometry, footprint, config)
     anchor = _initial_anchor(base, photo, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
     world = World(generator, spec, anchor)
 

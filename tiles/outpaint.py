@@ -20,8 +20,9 @@ import numpy as np
 
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
-from infinitygan.invert import QUALITY, invert_photo, place_photo
+from infinitygan.invert import QUALITY, inversion_windows, invert_photo, photo_footprint, place_photo
 from infinitygan.world import WorldSpec
+from tiles.errors import UnprocessableImage
 from tiles.jobs import Claim, JobQueue, JobRecord, JobResult
 from tiles.redis_link import RedisLink, RedisUnavailable, connect
 from tiles.uploads import MAX_ASPECT, decode_photo
@@ -41,6 +42,30 @@ UNLIMITED = 1 << 62  # the upload was checked on submission; limits may since ha
 
 class Interrupted(Exception):
     """The worker is stopping: the running inversion gives up at its next step and the job goes back on the queue."""
+
+
+# Peak resident memory of one inversion job, measured with the shipped "small" model on this machine kind (256x256,
+# 1024x683 and 1024x256 photos: 385, 588 and 1043 MB above the loaded model for windows of 86k, 123k and 311k
+# pixels): a fixed cost plus a cost per pixel of the fitted window, both rounded up.
+JOB_BASE_MB = 200.0
+JOB_MB_PER_WINDOW_PX = 3.2 / 1024
+
+
+def estimated_job_mb(generator: Generator, photo_width: int, photo_height: int, scene_height: int) -> float:
+    """Upper estimate of an inversion job's peak memory (MB) from the photo's size alone (before decoding it)."""
+    footprint = photo_footprint(photo_width, photo_height, scene_height)
+    rows, columns = inversion_windows(generator.geometry, footprint, QUALITY["fast"])  # pad_px: every quality's
+    return JOB_BASE_MB + rows.size * columns.size * JOB_MB_PER_WINDOW_PX
+
+
+def check_job_memory(generator: Generator, photo_shape: tuple[int, ...], scene_height: int, limit_mb: float) -> None:
+    """UnprocessableImage when the job would need more than limit_mb (INFINITYGAN_OUTPAINT_MAX_JOB_MEMORY_MB)."""
+    needed = estimated_job_mb(generator, photo_shape[1], photo_shape[0], scene_height)
+    if needed > limit_mb:
+        raise UnprocessableImage(
+            f"outpainting this {photo_shape[1]}x{photo_shape[0]} photo needs about {needed:.0f} MB; the limit is "
+            f"{limit_mb:.0f} MB: crop it narrower"
+        )
 
 
 def worker_link(redis_url: str) -> RedisLink:
@@ -68,8 +93,10 @@ class OutpaintWorker:
         concurrency: int = 1,
         name: str = "worker",
         max_aspect: float = MAX_ASPECT,
+        max_job_memory_mb: float = 1536.0,
     ) -> None:
         self.queue = queue
+        self.max_job_memory_mb = max_job_memory_mb
         self.max_aspect = max_aspect  # checked again here: jobs queued before a limit existed must not run unbounded
         self.concurrency = concurrency
         self.name = name
@@ -161,6 +188,7 @@ class OutpaintWorker:
         """In a pool thread: decode, place, fit, serialise."""
         request = record.request
         photo = decode_photo(image, max_bytes=UNLIMITED, max_pixels=UNLIMITED, max_aspect=self.max_aspect)
+        check_job_memory(generator, photo.shape, self.scene_height, self.max_job_memory_mb)
         placed, footprint = place_photo(np.ascontiguousarray(photo), self.scene_height)
         placed = np.array(placed)  # writable: the anchor's safetensors export wraps it in a tensor
         config = dataclasses.replace(QUALITY[request.quality], steps=request.steps)

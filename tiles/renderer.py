@@ -22,6 +22,7 @@ class TileRenderer:
     def __init__(self, model: LoadedGenerator) -> None:
         self.generator = model.generator.eval()
         self.model_hash = model.model_hash
+        self.scene_height = model.scene_height
         self._worlds: OrderedDict[tuple[WorldSpec, str | None], World] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -13,6 +13,7 @@ from app.schemas import Footprint, Job, JobResultBody, OutpaintParams, error_res
 from app.uploads import read_outpaint_form
 from infinitygan.invert import QUALITY
 from tiles.jobs import TERMINAL, JobRecord, JobRequest
+from tiles.outpaint import check_job_memory
 from tiles.uploads import decode_photo
 
 router = APIRouter(tags=["outpaint"])
@@ -20,6 +21,7 @@ router = APIRouter(tags=["outpaint"])
 MAX_WAIT_S = 300.0
 WAIT_POLL_S = 0.25
 NO_STORE = "no-store"
+
 
 def _upload_body() -> dict:
     """The multipart body of POST /outpaint for the OpenAPI document: the image plus OutpaintParams' fields, with the
@@ -78,13 +80,15 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     settings = resources.settings
     image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
     # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
-    await asyncio.to_thread(
+    photo = await asyncio.to_thread(
         decode_photo,
         image,
         max_bytes=settings.outpaint_max_upload_bytes,
         max_pixels=settings.outpaint_max_pixels,
         max_aspect=settings.outpaint_max_aspect,
     )
+    renderer = resources.tiles.renderer
+    check_job_memory(renderer.generator, photo.shape, renderer.scene_height, settings.outpaint_max_job_memory_mb)
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
     record, _ = await resources.jobs.submit(image, JobRequest(params.seed, params.psi, params.quality, steps))
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/jobs/{record.id}"

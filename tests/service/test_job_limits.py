@@ -66,3 +66,33 @@ def test_a_queued_job_with_an_unbounded_footprint_fails_cleanly_in_the_worker(re
 
     job = asyncio.run(scenario())
     assert job.status == "failed" and "10000x10" in job.error and "aspect" in job.error
+
+
+def test_a_photo_whose_job_would_need_more_memory_than_the_limit_is_refused(redis_url, tiny_model) -> None:
+    """A job's memory is bounded by INFINITYGAN_OUTPAINT_MAX_JOB_MEMORY_MB: estimated from the photo's size before
+    anything is queued (422), and checked again by the worker (the job fails without running)."""
+    import httpx
+
+    from tests.service.conftest import LiveServer, service_settings
+    from tests.service.outpaint_helpers import submit
+    from tiles.outpaint import estimated_job_mb
+
+    settings = service_settings(redis_url, tiny_model, outpaint_worker=False, outpaint_max_job_memory_mb=256)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        refused = submit(client, png(1024, 256), "wide.png")
+        assert refused.status_code == 422 and "MB" in refused.json()["detail"], refused.text
+        renderer = server.resources.tiles.renderer
+        needed = estimated_job_mb(renderer.generator, 1024, 256, renderer.scene_height)
+        assert f"{needed:.0f} MB" in refused.json()["detail"] and needed > 256
+    roomy = service_settings(redis_url, tiny_model, outpaint_worker=False, outpaint_max_job_memory_mb=needed + 1)
+    with LiveServer(roomy) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        assert submit(client, png(1024, 256), "wide.png").status_code == 202  # within the limit: queued
+
+
+def test_the_memory_estimate_grows_with_the_footprint(tiny_loaded) -> None:
+    from tiles.outpaint import JOB_BASE_MB, estimated_job_mb
+
+    generator, height = tiny_loaded.generator, tiny_loaded.scene_height
+    square, wide, wider = (estimated_job_mb(generator, w, 256, height) for w in (256, 512, 1024))
+    assert JOB_BASE_MB < square < wide < wider
+    assert estimated_job_mb(generator, 1024, 683, height) < wide  # a 3:2 photo is narrower than 2:1
