@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,53 +17,15 @@ from infinitygan.losses import diversity_loss, r1_penalty
 from infinitygan.sampling import paired_labels, sample_fake_inputs, window_row_px
 from infinitygan.training import TrainConfig, train
 from infinitygan.training.phases import lazy_adam
+from tests.training_helpers import tiny_recipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def landscape_dir(tmp_path_factory) -> Path:
-    """Four synthetic 'landscapes': a sky gradient above a noisy ground, horizon near the middle."""
-    folder = tmp_path_factory.mktemp("landscapes")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        height, width = 200, 320
-        rows = np.arange(height)[:, None, None]
-        sky = np.broadcast_to(np.array([90, 140, 230]) - rows * 0.3, (height, width, 3))
-        ground = np.array([60 + 20 * i, 110, 40]) + rng.normal(0, 25, (height, width, 3))
-        horizon = height // 2 + rng.integers(-10, 10)
-        pixels = np.where(rows < horizon, sky, ground).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"scene{i}.png")
-    return folder
-
-
-def tiny_config(**overrides) -> TrainConfig:
-    values = dict(
-        preset="tiny",
-        batch=4,
-        r1_interval=2,
-        pl_interval=2,
-        sample_every=0,
-        checkpoint_minutes=60.0,
-        scene_height=128,
-        d_base_width=8,
-        d_max_width=32,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---- the loop -------------------------------------------------------------------------------------------------------
 
 
 def test_training_steps_are_finite_and_checkpoint_round_trips(landscape_dir, tmp_path):
-    trainer = train(tiny_config(max_iterations=3), landscape_dir, tmp_path / "run", progress=False)
+    trainer = train(tiny_recipe(max_iterations=3), landscape_dir, tmp_path / "run", progress=False)
     assert trainer.step == 3
     for name in ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t"):
         assert math.isfinite(trainer.losses[name]), name
@@ -80,11 +41,11 @@ def test_training_steps_are_finite_and_checkpoint_round_trips(landscape_dir, tmp
 
 
 def test_resume_continues_the_same_run(landscape_dir, tmp_path):
-    straight = train(tiny_config(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
-    train(tiny_config(max_iterations=2), landscape_dir, tmp_path / "resumed", progress=False)
+    straight = train(tiny_recipe(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
+    train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "resumed", progress=False)
     state = json.loads((tmp_path / "resumed" / "state" / "state.json").read_text())
     assert state["step"] == 2
-    resumed = train(tiny_config(max_iterations=4), landscape_dir, tmp_path / "resumed", progress=False)
+    resumed = train(tiny_recipe(max_iterations=4), landscape_dir, tmp_path / "resumed", progress=False)
     assert resumed.step == 4
     for name, tensor in straight.models.generator.state_dict().items():
         torch.testing.assert_close(resumed.models.generator.state_dict()[name], tensor, msg=name)

@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from infinitygan import build_generator, save_generator
 from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_policy, translation
@@ -22,46 +20,11 @@ from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_
 from infinitygan.training.phases import autocast
 from infinitygan.training.state import read_resume_point
 from tests.model_fixtures import tiny_config as tiny_generator_config
+from tests.training_helpers import tiny_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def landscape_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("landscapes")
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        rows = np.arange(160)[:, None, None]
-        sky = np.broadcast_to(np.array([90, 140, 230]) - rows * 0.3, (160, 260, 3))
-        ground = np.array([60 + 20 * i, 110, 40]) + rng.normal(0, 25, (160, 260, 3))
-        Image.fromarray(np.where(rows < 70 + 10 * i, sky, ground).clip(0, 255).astype(np.uint8)).save(
-            folder / f"scene{i}.png"
-        )
-    return folder
-
-
-def recipe(**overrides) -> TrainConfig:
-    values = dict(
-        preset="tiny",
-        batch=4,
-        r1_interval=2,
-        pl_interval=2,
-        sample_every=0,
-        checkpoint_minutes=60.0,
-        scene_height=128,
-        d_base_width=8,
-        d_max_width=32,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -113,8 +76,8 @@ def test_augment_off_switch_and_policy_parsing():
 
 
 def test_training_with_augmentation_off_uses_the_plain_images(landscape_dir, tmp_path):
-    plain = train(recipe(max_iterations=2, augment=""), landscape_dir, tmp_path / "plain", progress=False)
-    augmented = train(recipe(max_iterations=2), landscape_dir, tmp_path / "augmented", progress=False)
+    plain = train(tiny_recipe(max_iterations=2, augment=""), landscape_dir, tmp_path / "plain", progress=False)
+    augmented = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "augmented", progress=False)
     assert plain.config.augment_policy == () and augmented.config.augment_policy == POLICIES
     diffs = [
         not torch.equal(a, b)
@@ -133,7 +96,7 @@ def test_training_with_augmentation_off_uses_the_plain_images(landscape_dir, tmp
 def test_bf16_autocast_matches_fp32_within_tolerance(landscape_dir, tmp_path):
     """Tolerance: bf16 keeps 8 bits of mantissa (relative step 2^-8 = 0.4%); through a generator and a
     discriminator the images may differ by a few percent of their range, losses by a few hundredths."""
-    trainer = Trainer(recipe(precision="fp32"), landscape_dir, tmp_path / "run")
+    trainer = Trainer(tiny_recipe(precision="fp32"), landscape_dir, tmp_path / "run")
     g, d = trainer.models.generator.eval(), trainer.models.discriminator
     real, top_px, _ = trainer.real_batch()
     rng, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
@@ -141,7 +104,7 @@ def test_bf16_autocast_matches_fp32_within_tolerance(landscape_dir, tmp_path):
     with torch.no_grad():
         image32 = g(batch.inputs, batch.z_global, batch.styles)
         logits32, pos32 = d(real)
-        with autocast(recipe(precision="bf16"), torch.device("cpu")):
+        with autocast(tiny_recipe(precision="bf16"), torch.device("cpu")):
             image16 = g(batch.inputs, batch.z_global, batch.styles)
             logits16, pos16 = d(real)
     assert not torch.equal(image16.float(), image32)  # the convolutions really ran in bf16
@@ -156,8 +119,8 @@ def test_bf16_autocast_matches_fp32_within_tolerance(landscape_dir, tmp_path):
 
 
 def test_one_bf16_step_tracks_the_fp32_step(landscape_dir, tmp_path):
-    fp32 = train(recipe(max_iterations=1, precision="fp32"), landscape_dir, tmp_path / "fp32", progress=False)
-    bf16 = train(recipe(max_iterations=1, precision="bf16"), landscape_dir, tmp_path / "bf16", progress=False)
+    fp32 = train(tiny_recipe(max_iterations=1, precision="fp32"), landscape_dir, tmp_path / "fp32", progress=False)
+    bf16 = train(tiny_recipe(max_iterations=1, precision="bf16"), landscape_dir, tmp_path / "bf16", progress=False)
     for key in ("d", "g", "g_pos", "d_pos_real"):
         assert bf16.losses[key] == pytest.approx(fp32.losses[key], abs=0.05), key
     assert bf16.models.g_ema.mapping.w_avg.dtype == torch.float32
@@ -217,13 +180,13 @@ def test_warm_start_copies_what_a_different_preset_shares(tmp_path):
 
 
 def test_resume_from_a_committed_point_equals_the_uninterrupted_run(landscape_dir, tmp_path):
-    straight = train(recipe(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
-    first = train(recipe(max_iterations=2), landscape_dir, tmp_path / "first", progress=False)
+    straight = train(tiny_recipe(max_iterations=4), landscape_dir, tmp_path / "straight", progress=False)
+    first = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "first", progress=False)
     point = save_resume_point(tmp_path / "point.safetensors", first.models, first.run_state())
     # A fresh machine: only the point file; no run folder.
     meta = seed_run_from(point, tmp_path / "fresh")
     assert meta["step"] == 2
-    resumed = train(recipe(max_iterations=4), landscape_dir, tmp_path / "fresh", progress=False)
+    resumed = train(tiny_recipe(max_iterations=4), landscape_dir, tmp_path / "fresh", progress=False)
     assert resumed.step == 4
     assert_same_weights(resumed.models.generator, straight.models.generator)
     assert_same_weights(resumed.models.discriminator, straight.models.discriminator)
@@ -232,7 +195,7 @@ def test_resume_from_a_committed_point_equals_the_uninterrupted_run(landscape_di
 
 
 def test_resume_point_is_compact_and_refuses_to_discard_progress(landscape_dir, tmp_path):
-    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    trainer = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
     point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
     tensors, meta = read_resume_point(point)
     assert not any(key.endswith("/exp_avg") for key in tensors)  # beta1 = 0: overwritten by the next step
@@ -249,16 +212,16 @@ def test_resume_point_is_compact_and_refuses_to_discard_progress(landscape_dir, 
 
 
 def test_cli_resumes_a_point_with_another_batch_size(landscape_dir, tmp_path, capsys):
-    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    trainer = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
     point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
     argv = ["train", "--data", str(landscape_dir), "--out", str(tmp_path / "fresh"), "--resume-from", str(point)]
     assert main([*argv, "--batch", "8", "--max-iterations", "3", "--quiet", "--threads", "1"]) == 0
-    resumed = Trainer(recipe(), landscape_dir, tmp_path / "fresh")
+    resumed = Trainer(tiny_recipe(), landscape_dir, tmp_path / "fresh")
     assert resumed.load_state() and resumed.step == 3
     assert "seeded" in capsys.readouterr().err
     # The recipe itself cannot change on resume.
     with pytest.raises(ValueError, match="keeps its recipe"):
-        recipe().resumed_with(preset="small")
+        tiny_recipe().resumed_with(preset="small")
 
 
 # ---- the GPU hand-off -------------------------------------------------------------------------------------------
@@ -267,7 +230,7 @@ def test_cli_resumes_a_point_with_another_batch_size(landscape_dir, tmp_path, ca
 def test_gpu_script_continues_a_point_and_hands_it_back_to_the_cpu(landscape_dir, tmp_path):
     """scripts/gpu_train.sh on the CPU: prepared data + resume point in, parts of a new point out, which a CPU run
     then continues."""
-    trainer = train(recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    trainer = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
     point = save_resume_point(tmp_path / "point.safetensors", trainer.models, trainer.run_state())
     prepared = tmp_path / "prepared"
     assert main(["data", "prepare", "--data", str(landscape_dir), "--out", str(prepared), "--scene-height", "128"]) == 0
@@ -292,7 +255,7 @@ def test_gpu_script_continues_a_point_and_hands_it_back_to_the_cpu(landscape_dir
     assert meta["step"] == 4
     # Back on the CPU: the old run folder (step 2) takes the newer point and continues from step 4.
     seed_run_from(joined, tmp_path / "run")
-    continued = train(recipe(max_iterations=5), landscape_dir, tmp_path / "run", progress=False)
+    continued = train(tiny_recipe(max_iterations=5), landscape_dir, tmp_path / "run", progress=False)
     assert continued.step == 5
 
 
@@ -300,7 +263,7 @@ def test_evaluation_during_training_keeps_the_best_checkpoint(landscape_dir, tmp
     from infinitygan import load_generator
     from infinitygan.training.loop import BEST_FILE, read_evals
 
-    trainer = Trainer(recipe(eval_patches=16), landscape_dir, tmp_path / "run")
+    trainer = Trainer(tiny_recipe(eval_patches=16), landscape_dir, tmp_path / "run")
     first = trainer.evaluate()
     assert first["best"] and first["swd"] > 0 and first["floor"] > 0
     best = load_generator(tmp_path / "run" / BEST_FILE)

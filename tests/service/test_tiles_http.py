@@ -245,7 +245,7 @@ def test_behind_a_tls_proxy_under_a_prefix_urls_are_https_and_prefixed(redis_url
         # The demo page and its script use relative URLs only, so they follow the prefix.
         page, script = http.get("/").text, http.get("/static/app.js").text
         assert 'src="/' not in page and 'href="/' not in page
-        assert "fetchJSON(\"/" not in script and "fetchJSON(`/" not in script
+        assert 'fetchJSON("/' not in script and "fetchJSON(`/" not in script
     untrusted = service_settings(redis_url, tiny_model, forwarded_allow_ips="192.0.2.1")
     with LiveServer(untrusted) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
         forged = http.get("/tilejson.json", headers={"X-Forwarded-Proto": "https"}).json()
