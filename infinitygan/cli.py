@@ -124,13 +124,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from infinitygan.data import DataError
     from infinitygan.training import ResumeError, TrainConfig, seed_run_from, train
-    from infinitygan.training.state import read_run_meta
+    from infinitygan.training.state import read_resume_point, read_run_meta
 
     out = Path(args.out)
     try:
+        current = read_run_meta(out)
         if args.resume_from is not None:
-            meta = seed_run_from(Path(args.resume_from), out)
-            print(f"seeded {out} from {args.resume_from} (step {meta['step']})", file=sys.stderr)
+            point_step = int(read_resume_point(Path(args.resume_from))[1]["step"])
+            if current is not None and int(current["step"]) >= point_step:
+                # Same machine, run folder ahead of the committed point: continue the folder, lose nothing.
+                print(f"{out} is at step {current['step']}, the point at {point_step}: resuming {out}", file=sys.stderr)
+            else:
+                seed_run_from(Path(args.resume_from), out)
+                print(f"seeded {out} from {args.resume_from} (step {point_step})", file=sys.stderr)
         meta = read_run_meta(out)
     except ResumeError as exc:
         raise CLIError(str(exc)) from None

@@ -219,6 +219,11 @@ def test_cli_resumes_a_point_with_another_batch_size(landscape_dir, tmp_path, ca
     resumed = Trainer(tiny_recipe(), landscape_dir, tmp_path / "fresh")
     assert resumed.load_state() and resumed.step == 3
     assert "seeded" in capsys.readouterr().err
+    # The same command again, with the run folder now ahead of the point: the folder is resumed, nothing is lost.
+    assert main([*argv, "--max-iterations", "4", "--quiet", "--threads", "1"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    ahead = Trainer(tiny_recipe(), landscape_dir, tmp_path / "fresh")
+    assert ahead.load_state() and ahead.step == 4
     # The recipe itself cannot change on resume.
     with pytest.raises(ValueError, match="keeps its recipe"):
         tiny_recipe().resumed_with(preset="small")
