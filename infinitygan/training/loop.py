@@ -135,7 +135,9 @@ class Trainer:
         cells = 2 * self.config.patch_cells
         size = self.models.g_ema.geometry.texture_size(cells)
         top_px = torch.full((8,), -size / 2, dtype=torch.float64)
-        batch = sample_fake_inputs(self.models.g_ema, top_px, cells, rng, self.device, mixing=0.0, paired=False)
+        batch = sample_fake_inputs(
+            self.models.g_ema, top_px, cells, rng, self.device, mixing=0.0, paired=False, jitter=False
+        )
         return batch, size
 
     @torch.no_grad()
