@@ -22,6 +22,43 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_TILE = 256
+
+
+def write_tiled_tiff(world, x: int, y: int, width: int, height: int, out: Path, *, progress: bool) -> None:
+    """Stream a region into a tiled, deflate-compressed BigTIFF (tifffile) one 256-row band at a time: memory stays
+    about two bands (~100 MB for a 65536 px wide panorama) whatever the height. Written to a temporary name and
+    renamed, so an interrupted render leaves no half file."""
+    import numpy as np
+    import tifffile
+
+    from infinitygan.world import iter_row_bands
+
+    def tiles():
+        for band in iter_row_bands(world, x, y, width, height, TIFF_TILE, progress=progress):
+            padded = np.zeros((TIFF_TILE, -(-width // TIFF_TILE) * TIFF_TILE, 3), dtype=np.uint8)
+            padded[: band.shape[0], :width] = band
+            for left in range(0, width, TIFF_TILE):
+                yield padded[:, left : left + TIFF_TILE]
+
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        tifffile.imwrite(
+            partial,
+            tiles(),
+            shape=(height, width, 3),
+            dtype=np.uint8,
+            tile=(TIFF_TILE, TIFF_TILE),
+            photometric="rgb",
+            compression="zlib",
+            bigtiff=True,
+        )
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _cmd_render(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -32,10 +69,13 @@ def _cmd_render(args: argparse.Namespace) -> None:
     world = World(
         load_generator(args.checkpoint).generator, WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed)
     )
-    pixels = render_region(world, args.x, args.y, args.width, args.height, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(out, format="PNG")
+    if out.suffix.lower() in TIFF_SUFFIXES:
+        write_tiled_tiff(world, args.x, args.y, args.width, args.height, out, progress=not args.quiet)
+    else:
+        pixels = render_region(world, args.x, args.y, args.width, args.height, progress=not args.quiet)
+        Image.fromarray(pixels).save(out, format="PNG")
     if not args.quiet:
         print(f"wrote {out} ({args.width}x{args.height})", file=sys.stderr)
 
@@ -43,7 +83,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
 def _add_render(sub: argparse._SubParsersAction) -> None:
     from infinitygan.world import DEFAULT_PSI
 
-    p = sub.add_parser("render", help="render any rectangle of a world to a PNG")
+    p = sub.add_parser("render", help="render any rectangle of a world to a PNG (or a tiled BigTIFF, any size)")
     p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: the shipped model)")
     p.add_argument("--seed", type=_int, required=True, help="world seed, 0 <= S < 2**63")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation psi (default {DEFAULT_PSI})")
@@ -52,7 +92,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--y", type=_int, required=True, help="top world pixel (grows down; row 0 is the horizon)")
     p.add_argument("--width", type=_int, required=True)
     p.add_argument("--height", type=_int, required=True)
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument(
+        "--out", required=True, help="output file: .png, or .tif/.tiff for a tiled BigTIFF streamed in constant memory"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_render)
 

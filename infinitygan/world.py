@@ -259,3 +259,24 @@ def render_region(world: World, x: int, y: int, width: int, height: int, *, prog
         x0, x1 = max(x, left), min(x + width, left + CHUNK_PX)
         out[y0 - y : y1 - y, x0 - x : x1 - x] = chunk[y0 - top : y1 - top, x0 - left : x1 - left]
     return out
+
+
+def iter_row_bands(
+    world: World, x: int, y: int, width: int, height: int, band: int = CHUNK_PX, *, progress: bool = False
+) -> Iterator[np.ndarray]:
+    """The region [x, x + width) x [y, y + height) as consecutive uint8 (band, width, 3) row bands, top to bottom
+    (the last may be shorter), each chunk rendered once: memory holds about two bands whatever the height, so a
+    panorama of any size streams to a file. Bands concatenated equal render_region's output."""
+    validate_region(x, y, width, height)
+    pending: list[np.ndarray] = []
+    pending_rows = 0
+    chunk_rows = range(y // CHUNK_PX, (y + height - 1) // CHUNK_PX + 1)
+    for chunk_row in tqdm(chunk_rows, desc="render", unit="chunk row", disable=not progress or len(chunk_rows) < 2):
+        row_top, row_bottom = max(y, chunk_row * CHUNK_PX), min(y + height, (chunk_row + 1) * CHUNK_PX)
+        pending.append(render_region(world, x, row_top, width, row_bottom - row_top))
+        pending_rows += row_bottom - row_top
+        while pending_rows >= band or (pending_rows and row_bottom == y + height):
+            rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            take = min(band, pending_rows)
+            yield rows[:take]
+            pending, pending_rows = ([rows[take:]] if take < pending_rows else []), pending_rows - take

@@ -151,3 +151,23 @@ def test_cli_bad_checkpoint_gives_a_clear_message(tmp_path, kind):
     )
     assert result.returncode == 1
     assert str(path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_render_streams_a_tiled_tiff_equal_to_render_region(tiny_checkpoint, tmp_path):
+    """A panorama of any size: --out X.tif writes 256-row bands as they are rendered (memory ~2 bands)."""
+    import tifffile
+
+    from infinitygan.cli import main
+    from infinitygan.world import iter_row_bands
+
+    out = tmp_path / "pano.tif"
+    args = ["render", "--checkpoint", str(tiny_checkpoint), "--seed", "9", "--x", "-40", "--y", "-300"]
+    assert main([*args, "--width", "700", "--height", "530", "--out", str(out), "--quiet"]) == 0
+    expected = render_region(World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 700, 530)
+    assert np.array_equal(tifffile.imread(out), expected)
+    assert not list(tmp_path.glob(".*partial"))
+    # The bands: 256 rows each but the last, each chunk row rendered once, together the same region.
+    world = World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9))
+    bands = list(iter_row_bands(world, -40, -300, 700, 530))
+    assert [band.shape[0] for band in bands] == [256, 256, 18]
+    assert np.array_equal(np.concatenate(bands), expected)

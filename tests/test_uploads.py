@@ -25,9 +25,9 @@ def decode(data: bytes) -> np.ndarray:
 
 def test_sixteen_bit_greyscale_png_keeps_its_tones():
     """Was white: Pillow's I;16 -> RGB conversion clips every value above 255."""
-    ramp = np.arange(0, 65536, 4096, dtype=np.uint16)[None, :].repeat(3, 0)
+    ramp = np.arange(0, 65536, 4096, dtype=np.uint16)[None, :].repeat(8, 0)
     pixels = decode(encode(Image.fromarray(ramp)))
-    assert pixels.shape == (3, 16, 3) and pixels.dtype == np.uint8
+    assert pixels.shape == (8, 16, 3) and pixels.dtype == np.uint8
     expected = np.round(ramp[0].astype(np.float64) * 255 / 65535).astype(np.uint8)
     assert np.array_equal(pixels[0, :, 0], expected)
     assert pixels[0, 8, 0] == 128  # mid-grey stays mid-grey
