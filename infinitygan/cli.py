@@ -245,7 +245,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", default=DEFAULT_POLICY, help=f"DiffAugment policy (default {DEFAULT_POLICY}; '' off)")
     p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision, help="auto: bf16 where fast")
     p.add_argument("--init-from", default=None, help="warm start G from this generator checkpoint (matching tensors)")
-    p.add_argument("--resume-from", default=None, help="seed a new --out folder from a compact resume point")
+    p.add_argument(
+        "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"
+    )
     p.add_argument("--resume-point", default=None, help="also write a compact resume point here at every save")
     p.add_argument("--seed", type=_int, default=defaults.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
