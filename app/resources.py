@@ -92,6 +92,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 name="embedded-worker",
                 max_aspect=settings.outpaint_max_aspect,
                 max_job_memory_mb=settings.outpaint_max_job_memory_mb,
+                torch_threads=settings.torch_threads,
             )
             await stack.enter_async_context(worker)
         warning = await cache.check_eviction_policy()

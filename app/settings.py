@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     outpaint_max_job_memory_mb: float = Field(
         1536.0,
         ge=256,
-        description="photos whose inversion would need more memory (estimated from their size, measured for the "
-        "shipped model) answer 422; a queued one is failed by the worker without running",
+        description="the memory one outpainting job may use on top of the model (MB): photos estimated to need more "
+        "(from their size; measured for the shipped model) answer 422, and a running job that reaches it fails "
+        "(its child process's RLIMIT_DATA)",
     )
     outpaint_lease_s: float = Field(
         30.0, gt=0, le=3600, description="a job whose worker stopped renewing its lease this long is run again"

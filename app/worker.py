@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-
-import torch
 
 from app.resources import job_queue
 from app.settings import Settings
@@ -21,8 +18,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     """Process jobs until `stop` is set; a job running then goes back to the queue. Returns the jobs finished."""
     assert settings.redis_url is not None, "a separate worker needs the server's REDIS_URL"
     model = await asyncio.to_thread(load_generator, settings.model)
-    # Inversion is the only work here: share the cores among the concurrent jobs.
-    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.outpaint_concurrency))
     link = worker_link(settings.redis_url)
     try:
         jobs = job_queue(link, model.model_hash, settings)
@@ -32,6 +27,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
             concurrency=settings.outpaint_concurrency,
             max_aspect=settings.outpaint_max_aspect,
             max_job_memory_mb=settings.outpaint_max_job_memory_mb,
+            torch_threads=settings.torch_threads,  # None: the cores shared among the concurrent jobs
         ) as worker:
             await stop.wait()
         return worker.jobs_done

@@ -1,31 +1,33 @@
 """The outpainting worker: takes jobs from the queue, inverts each photo into an anchor, stores the anchored world.
 
 Runs inside the API process (the embedded default) or as `infinitygan worker`; either way a fixed number of slots,
-each with its own copy of the generator (inversion toggles requires_grad on the weights it is given, which must not
-race with another inversion) and one thread in a dedicated pool, so tile rendering keeps its own threads.
+each with its own child process holding its own copy of the generator (`tiles.inversion_process`: the job's memory
+is capped there, so a photo that needs too much fails alone) and one thread in a dedicated pool that waits on it, so
+tile rendering keeps its own threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import dataclasses
 import logging
-import math
-import threading
+import os
 from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
-from infinitygan.invert import QUALITY, inversion_windows, invert_photo, photo_footprint, place_photo
-from infinitygan.world import WorldSpec
-from tiles.errors import UnprocessableImage
-from tiles.jobs import Claim, JobQueue, JobRecord, JobResult
+from infinitygan.invert import QUALITY, inversion_windows, photo_footprint
+from tiles.errors import TileError, UnprocessableImage
+from tiles.inversion_process import (
+    Interrupted,
+    InversionJob,
+    InversionProcess,
+    InversionProcessDied,
+    JobMemoryExceeded,
+)
+from tiles.jobs import Claim, JobQueue, JobResult
 from tiles.redis_link import RedisLink, RedisUnavailable, connect
-from tiles.uploads import MAX_ASPECT, decode_photo
+from tiles.uploads import MAX_ASPECT, check_aspect, header_size
 from tiles.worlds import WorldRecord
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,14 @@ WORKER_COMMAND_TIMEOUT_S = CLAIM_WAIT_S + 10.0
 PROGRESS_INTERVAL_S = 0.5
 INVERSION_SHARE = 95  # progress while fitting; storing the anchor and world is the rest
 REDIS_RETRY_S = 1.0
-UNLIMITED = 1 << 62  # the upload was checked on submission; limits may since have changed, the job must not
 
 
-class Interrupted(Exception):
-    """The worker is stopping: the running inversion gives up at its next step and the job goes back on the queue."""
-
-
-# Peak resident memory of one inversion job, measured with the shipped "small" model on this machine kind (256x256,
-# 1024x683 and 1024x256 photos: 385, 588 and 1043 MB above the loaded model for windows of 86k, 123k and 311k
-# pixels): a fixed cost plus a cost per pixel of the fitted window, both rounded up.
-JOB_BASE_MB = 200.0
-JOB_MB_PER_WINDOW_PX = 3.2 / 1024
+# Memory one inversion job adds to its process once the model is loaded, measured as the smallest RLIMIT_DATA (the
+# bound `tiles.inversion_process` enforces) under which it finishes, with the shipped "small" model on this machine
+# kind: 256x256, 1024x683 and 1024x256 photos (fitted windows of 86k, 123k and 311k pixels) need 498, 638 and
+# 1037 MB (to 40 MB). A fixed cost plus a cost per pixel of the window, fitted above all three.
+JOB_BASE_MB = 400.0
+JOB_MB_PER_WINDOW_PX = 2.2 / 1024
 
 
 def estimated_job_mb(generator: Generator, photo_width: int, photo_height: int, scene_height: int) -> float:
@@ -72,18 +70,6 @@ def worker_link(redis_url: str) -> RedisLink:
     return RedisLink(connect(redis_url, command_timeout_s=WORKER_COMMAND_TIMEOUT_S))
 
 
-@dataclasses.dataclass
-class _Progress:
-    """Written by the inversion thread, read by the heartbeat task: the latest step, no locking needed."""
-
-    step: int = 0
-    steps: int = 1
-
-    @property
-    def percent(self) -> int:
-        return min(INVERSION_SHARE, INVERSION_SHARE * self.step // max(1, self.steps))
-
-
 class OutpaintWorker:
     def __init__(
         self,
@@ -94,7 +80,11 @@ class OutpaintWorker:
         name: str = "worker",
         max_aspect: float = MAX_ASPECT,
         max_job_memory_mb: float = 1536.0,
+        torch_threads: int | None = None,
     ) -> None:
+        """max_job_memory_mb: a job whose photo is estimated to need more fails without running, and one that
+        needs more while running fails when it gets there (`tiles.inversion_process`). torch_threads: per job
+        (default: the cores shared among the slots)."""
         self.queue = queue
         self.max_job_memory_mb = max_job_memory_mb
         self.max_aspect = max_aspect  # checked again here: jobs queued before a limit existed must not run unbounded
@@ -102,9 +92,15 @@ class OutpaintWorker:
         self.name = name
         self.model_hash = model.model_hash
         self.scene_height = model.scene_height
-        self._generators = [copy.deepcopy(model.generator).eval() for _ in range(concurrency)]
+        self._generator = model.generator
+        threads = torch_threads or max(1, (os.cpu_count() or 1) // concurrency)
+        self._processes = [
+            InversionProcess(model.generator, model.scene_height, limit_mb=max_job_memory_mb, threads=threads)
+            for _ in range(concurrency)
+        ]
+        # One thread per slot waits on its child; tile rendering keeps its own threads.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="outpaint")
-        self._stop = threading.Event()  # read by inversion threads at every step
+        self._stopping = False
         self._tasks: list[asyncio.Task] = []
         self.jobs_done = 0
 
@@ -118,11 +114,18 @@ class OutpaintWorker:
 
     async def stop(self) -> None:
         """Stop taking jobs; a running inversion stops at its next step and its job goes back to the queue."""
-        self._stop.set()
+        self._stopping = True
+        for process in self._processes:
+            process.interrupt()
         for task in self._tasks:
             if task.get_name().endswith("reaper"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._close_processes)
+
+    def _close_processes(self) -> None:
+        for process in self._processes:
+            process.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> OutpaintWorker:
@@ -134,7 +137,7 @@ class OutpaintWorker:
 
     # ---- slots -------------------------------------------------------------------------------------------------------
     async def _slot(self, index: int) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             try:
                 claim = await self.queue.claim(CLAIM_WAIT_S)
             except RedisUnavailable as exc:
@@ -143,19 +146,29 @@ class OutpaintWorker:
                 continue
             if claim is None or claim.stale:
                 continue
-            await self._run_claimed(index, claim)
+            await self._run_claimed(self._processes[index], claim)
 
-    async def _run_claimed(self, index: int, claim: Claim) -> None:
+    def _check(self, image: bytes) -> None:
+        """Refuse, before running, what the photo's header says is out of bounds (aspect ratio, estimated memory)."""
+        width, height = header_size(image)
+        check_aspect(width, height, self.max_aspect)
+        check_job_memory(self._generator, (height, width), self.scene_height, self.max_job_memory_mb)
+
+    async def _run_claimed(self, process: InversionProcess, claim: Claim) -> None:
         record = claim.record
         assert record is not None
-        progress = _Progress(steps=record.request.steps)
-        heartbeat = asyncio.create_task(self._heartbeat(record.id, progress))
+        request = record.request
+        job = InversionJob(claim.image, request.seed, request.psi, request.quality, request.steps, self.max_aspect)
+        heartbeat = asyncio.create_task(self._heartbeat(record.id, process, request.steps))
         try:
-            world, anchor_bytes, result = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._invert, self._generators[index], record, claim.image, progress
-            )
+            self._check(claim.image)
+            output = await asyncio.get_running_loop().run_in_executor(self._pool, process.run, job)
             heartbeat.cancel()
-            await self.queue.complete(record.id, world, anchor_bytes, result)
+            world = WorldRecord.create(
+                self.model_hash, request.seed, request.psi, anchor=record.id, footprint=output.footprint
+            )
+            result = JobResult(world.id, output.footprint, output.reconstruction_psnr, output.seconds)
+            await self.queue.complete(record.id, world, output.anchor, result)
             self.jobs_done += 1
             log.info("%s: job %s -> world %s in %.1f s", self.name, record.id, world.id, result.seconds)
         except Interrupted:
@@ -166,6 +179,11 @@ class OutpaintWorker:
         except RedisUnavailable as exc:
             heartbeat.cancel()  # the lease expires and a reaper retries the job once Redis is back
             log.warning("%s: job %s could not be stored (%s); it will be retried", self.name, record.id, exc)
+        except (TileError, JobMemoryExceeded, InversionProcessDied) as exc:
+            heartbeat.cancel()  # the photo's fault: a clear message, no traceback, not retried
+            log.warning("%s: job %s failed: %s", self.name, record.id, exc)
+            with contextlib.suppress(RedisUnavailable):
+                await self.queue.fail(record.id, str(exc))
         except Exception as exc:
             heartbeat.cancel()
             log.exception("%s: job %s failed", self.name, record.id)
@@ -174,39 +192,14 @@ class OutpaintWorker:
         finally:
             heartbeat.cancel()
 
-    async def _heartbeat(self, job_id: str, progress: _Progress) -> None:
-        """Keep the lease alive and publish progress while the inversion thread works."""
+    async def _heartbeat(self, job_id: str, process: InversionProcess, steps: int) -> None:
+        """Keep the lease alive and publish progress while the child works."""
         interval = min(PROGRESS_INTERVAL_S, self.queue.lease_ms / 3000)
         while True:
+            percent = min(INVERSION_SHARE, INVERSION_SHARE * process.step // max(1, steps))
             with contextlib.suppress(RedisUnavailable):
-                await self.queue.heartbeat(job_id, progress.percent)
+                await self.queue.heartbeat(job_id, percent)
             await asyncio.sleep(interval)
-
-    def _invert(
-        self, generator: Generator, record: JobRecord, image: bytes, progress: _Progress
-    ) -> tuple[WorldRecord, bytes, JobResult]:
-        """In a pool thread: decode, place, fit, serialise."""
-        request = record.request
-        photo = decode_photo(image, max_bytes=UNLIMITED, max_pixels=UNLIMITED, max_aspect=self.max_aspect)
-        check_job_memory(generator, photo.shape, self.scene_height, self.max_job_memory_mb)
-        placed, footprint = place_photo(np.ascontiguousarray(photo), self.scene_height)
-        placed = np.array(placed)  # writable: the anchor's safetensors export wraps it in a tensor
-        config = dataclasses.replace(QUALITY[request.quality], steps=request.steps)
-
-        def on_step(step: int, steps: int) -> None:
-            progress.step, progress.steps = step, steps
-            if self._stop.is_set():
-                raise Interrupted
-
-        if self._stop.is_set():
-            raise Interrupted
-        spec = WorldSpec(seed=request.seed, psi=request.psi)
-        anchor, report = invert_photo(generator, spec, placed, footprint, config, progress=on_step)
-        fp = (footprint.x, footprint.y, footprint.width, footprint.height)
-        world = WorldRecord.create(self.model_hash, request.seed, request.psi, anchor=record.id, footprint=fp)
-        psnr = report.reconstruction_psnr if math.isfinite(report.reconstruction_psnr) else 99.0
-        result = JobResult(world_id=world.id, footprint=fp, reconstruction_psnr=psnr, seconds=report.seconds)
-        return world, anchor.to_bytes(), result
 
     # ---- recovery ----------------------------------------------------------------------------------------------------
     async def _reaper(self) -> None:

@@ -76,3 +76,16 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
         levels = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
         image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding its pixels; UnsupportedImage or BadImage."""
+    try:
+        with Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as image:
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise UploadTooLarge(f"the image has too many pixels: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImage("not a PNG, JPEG or WebP image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImage(f"the image cannot be decoded: {exc}") from None

@@ -6,6 +6,7 @@ import asyncio
 import io
 import uuid
 
+import pytest
 from PIL import Image
 
 from tiles.jobs import JobQueue, JobRequest, lease_key
@@ -96,3 +97,87 @@ def test_the_memory_estimate_grows_with_the_footprint(tiny_loaded) -> None:
     square, wide, wider = (estimated_job_mb(generator, w, 256, height) for w in (256, 512, 1024))
     assert JOB_BASE_MB < square < wide < wider
     assert estimated_job_mb(generator, 1024, 683, height) < wide  # a 3:2 photo is narrower than 2:1
+
+
+def test_a_running_job_past_its_memory_limit_fails_and_the_next_job_runs(tiny_generator) -> None:
+    """The estimate can be wrong (another model, a setting): the child process's RLIMIT_DATA is the bound that holds.
+    The job fails with a clear error, the child is replaced, and the next job (under a roomy limit) runs."""
+    import os
+
+    from tiles.inversion_process import InversionJob, InversionProcess, JobMemoryExceeded
+
+    job = InversionJob(png(1024, 256), seed=1, psi=0.8, quality="fast", steps=2, max_aspect=4.0)
+    tight = InversionProcess(tiny_generator, 256, limit_mb=64, threads=1)
+    try:
+        with pytest.raises(JobMemoryExceeded, match="memory limit of 64 MB"):
+            tight.run(job)
+        assert tight.pid() is None  # recycled: the next job gets a fresh heap
+    finally:
+        tight.close()
+    roomy = InversionProcess(tiny_generator, 256, limit_mb=4096, threads=1)
+    try:
+        output = roomy.run(job)
+        assert output.footprint == (-512, -128, 1024, 256) and output.anchor
+        child = roomy.pid()
+        assert child is not None and child != os.getpid()
+    finally:
+        roomy.close()
+
+
+def test_a_killed_inversion_process_fails_its_job_and_is_replaced(tiny_generator) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from tiles.inversion_process import InversionJob, InversionProcess, InversionProcessDied
+
+    process = InversionProcess(tiny_generator, 256, limit_mb=4096, threads=1)
+    long_job = InversionJob(png(1024, 256), seed=1, psi=0.8, quality="fast", steps=500, max_aspect=4.0)
+    try:
+
+        def kill_when_running() -> None:
+            deadline = time.monotonic() + 120
+            while process.step < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(process.pid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+        killer = threading.Thread(target=kill_when_running)
+        killer.start()
+        with pytest.raises(InversionProcessDied, match="died"):
+            process.run(long_job)
+        killer.join()
+        quick = InversionJob(png(64, 48), seed=1, psi=0.8, quality="fast", steps=2, max_aspect=4.0)
+        assert process.run(quick).anchor  # a new child took over
+    finally:
+        process.close()
+
+
+def test_the_worker_fails_a_job_past_its_memory_limit_cleanly(redis_url, tiny_loaded, monkeypatch) -> None:
+    """Through the queue: the estimate lets the photo through (set to nothing here), the child's cap stops it, the
+    job ends `failed` with the cap in its message (no traceback), and the worker keeps taking jobs."""
+    import tiles.outpaint
+
+    monkeypatch.setattr(tiles.outpaint, "JOB_BASE_MB", 0.0)
+    monkeypatch.setattr(tiles.outpaint, "JOB_MB_PER_WINDOW_PX", 0.0)
+
+    async def scenario():
+        link = RedisLink(connect(redis_url))
+        queue = JobQueue(link, f"test-{uuid.uuid4().hex[:8]}", lease_s=30.0)
+        try:
+            first, _ = await queue.submit(png(1024, 256), JobRequest(1, 0.8, "fast", 2))
+            second, _ = await queue.submit(png(1000, 256), JobRequest(1, 0.8, "fast", 2))
+            async with OutpaintWorker(tiny_loaded, queue, name="memory-test", max_job_memory_mb=64, torch_threads=1):
+                for _ in range(1200):
+                    jobs = [await queue.get(first.id), await queue.get(second.id)]
+                    if all(job.status in ("failed", "succeeded") for job in jobs):
+                        return jobs
+                    await asyncio.sleep(0.1)
+            return jobs
+        finally:
+            await link.close()
+
+    jobs = asyncio.run(scenario())
+    for job in jobs:
+        assert job.status == "failed" and "memory limit of 64 MB" in job.error, job
+        assert "Traceback" not in job.error
