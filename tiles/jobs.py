@@ -12,6 +12,17 @@ Keys, per model hash so replicas running different models never take each other'
 `job-image:{id}` (the uploaded bytes, until the job ends) and `job-lease:{id}` (TTL = lease).
 Only the lease has a TTL: the tile cache's volatile-lru can evict nothing else here (an evicted lease only means
 a duplicate run of an idempotent job).
+
+Why not a Redis job-queue library (weighed for issue 11, reading each one's source): arq has no heartbeat (a dead
+worker's job restarts only when its in-progress key expires after the longest job timeout); rq and dramatiq run
+synchronous actors (fork per job / thread actors, no asyncio) and rq has no lease; SAQ 0.26 comes closest
+(heartbeats, sweeps, retries, failed and aborted states) but (1) `Worker.start` installs SIGINT/SIGTERM handlers on
+the running loop, taking shutdown away from uvicorn when the worker is embedded in the API process (our default);
+(2) a clean stop re-queues the job through `retry("cancelled")` after its attempt was counted, so deploys spend the
+retry budget that keeps a job that kills its worker from running forever (here a hand-back does not count);
+(3) its dequeue loop retries at once on a Redis error, spinning while Redis is down; (4) enqueueing by key refuses
+only unfinished jobs, so a finished content-addressed job would run again; (5) a job fails only by raising, and its
+error is stored as a traceback. Working around all five would leave more code than this module.
 """
 
 from __future__ import annotations
