@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from infinitygan.world import DEFAULT_PSI, SEED_LIMIT
 
+MAX_REACH_PX = 1 << 24  # a reach past this is the whole world in practice: omit it instead
+
 
 class WorldCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +46,21 @@ class OutpaintParams(BaseModel):
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the world the photo is placed in")
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation psi")
     quality: Literal["fast", "best"] = Field("fast", description="inversion effort: fast (~40 steps) or best")
+    reach: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_REACH_PX,
+        description="world pixels around the photo that take its look (its fitted styles), fading to the base world "
+        "beyond; omitted: the photo's look governs the whole world",
+    )
+    horizon: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="the photo's horizon row as a fraction of its height (0 = top) to put on the world's horizon; "
+        "omitted: estimated by trial fits",
+    )
 
 
 class JobResultBody(BaseModel):
@@ -53,6 +70,7 @@ class JobResultBody(BaseModel):
     preview: str
     reconstruction_psnr: float = Field(description="dB, the generator's own fit of the photo, before pasting it")
     seconds: float = Field(description="inversion time")
+    horizon: float = Field(description="the photo's row (fraction of its height) placed on the world's horizon")
 
 
 class Job(BaseModel):
@@ -63,6 +81,8 @@ class Job(BaseModel):
     psi: float
     quality: Literal["fast", "best"]
     steps: int
+    reach: int | None = Field(None, description="as requested; None: the whole world")
+    horizon: float | None = Field(None, description="as requested; None: estimated (see result.horizon)")
     attempts: int = Field(description="runs started; a run lost with its worker is retried")
     created_at: float
     updated_at: float

@@ -9,6 +9,7 @@ code that serves tiles, so what was fitted is what is rendered.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -19,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from infinitygan.anchor import Anchor, PatchOverride, Rect
+from infinitygan.anchor import Anchor, PatchOverride, Rect, quantized_weight
 from infinitygan.generator import Generator
-from infinitygan.world import World, WorldSpec
+from infinitygan.world import World, WorldSpec, render_region
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,15 @@ class InversionConfig:
     latent_prior_weight: float = 0.1
     style_prior_weight: float = 0.01
     noise_regularize_weight: float = 1e3
-    blend_px: int = 192
-    feather_px: int = 12
+    reach_px: int | None = None  # None: the photo's styles govern the whole world; else they fade out within this
+    min_band_px: int = 8  # the photo fades into the generated world over this much where the fit is exact ...
+    max_band_px: int = 96  # ... and over this much where it is poor (mean abs error >= band_error, in [0, 1])
+    band_error: float = 0.2
+    horizon_search_steps: int = 6  # steps of a trial fit per candidate horizon (when none is given)
 
 
 QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)}
+HORIZON_CANDIDATES = (0.35, 0.5, 0.65)  # fractions of the photo's height tried when the user gives none
 
 
 @dataclass(frozen=True)
@@ -50,22 +55,41 @@ class InversionReport:
     steps: int
     seconds: float
     reconstruction_psnr: float  # the generator's own reconstruction inside the footprint, before pasting
+    horizon: float = 0.5  # the photo's row (fraction of its height) placed on the world's horizon
+    horizon_scores: tuple[tuple[float, float], ...] = ()  # (candidate, trial PSNR) when the horizon was estimated
 
 
-def photo_footprint(width: int, height: int, scene_height: int) -> Rect:
-    """Where place_photo puts a width x height photo: one scene tall, centred on the horizon at x = 0."""
+def photo_footprint(width: int, height: int, scene_height: int, horizon: float = 0.5) -> Rect:
+    """Where place_photo puts a width x height photo: one scene tall, centred at x = 0, with the row at `horizon`
+    (fraction of its height from the top, in [0, 1]) on the world's horizon (world row 0)."""
+    if not 0.0 <= horizon <= 1.0:
+        raise ValueError(f"horizon must be a fraction of the photo's height in [0, 1], not {horizon!r}")
     scaled = max(1, round(width * scene_height / height))
-    return Rect(-(scaled // 2), -(scene_height // 2), scaled, scene_height)
+    return Rect(-(scaled // 2), -round(horizon * scene_height), scaled, scene_height)
 
 
-def place_photo(photo: np.ndarray, scene_height: int) -> tuple[np.ndarray, Rect]:
-    """Scale a photo to the model's native scale (its height becomes one scene height) and centre it on the
-    horizon at x = 0; returns the resized uint8 photo and its footprint in world pixels."""
+def place_photo(
+    photo: np.ndarray, scene_height: int, horizon: float = 0.5, alpha: np.ndarray | None = None
+) -> tuple[np.ndarray, Rect] | tuple[np.ndarray, Rect, np.ndarray]:
+    """Scale a photo (uint8 (H, W, 3)) to the model's native scale (its height becomes one scene height), centre
+    it at x = 0 with its `horizon` row on world row 0; returns the resized uint8 photo and its footprint in world
+    pixels, plus the resized opacity (float64 (h, w) in [0, 1]) when `alpha` (uint8 (H, W)) is given."""
     h, w = photo.shape[:2]
-    footprint = photo_footprint(w, h, scene_height)
+    footprint = photo_footprint(w, h, scene_height, horizon)
     size = (footprint.width, footprint.height)
-    resized = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
-    return resized, footprint
+    if alpha is None:
+        return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS)), footprint
+    # Resampled premultiplied by the opacity, so the colour under transparent pixels cannot bleed into the photo.
+
+    def resample(channel: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(channel.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+        return np.asarray(image, dtype=np.float64)
+
+    opacity = np.clip(resample(alpha.astype(np.float32) / 255.0), 0.0, 1.0)
+    premultiplied = [resample(photo[..., c] * (alpha / 255.0)) for c in range(3)]
+    colour = np.stack(premultiplied, axis=-1) / np.maximum(opacity, 1e-3)[..., None]
+    resized = np.clip(np.rint(colour), 0, 255).astype(np.uint8) * (opacity > 1e-3)[..., None].astype(np.uint8)
+    return resized, footprint, opacity
 
 
 def inversion_windows(geometry, footprint: Rect, config: InversionConfig):
@@ -84,8 +108,15 @@ def learning_rate(step: int, steps: int, base: float, config: InversionConfig) -
     return base * ramp * min(1.0, t / config.ramp_up)
 
 
-def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int) -> torch.Tensor:
-    """Mean L1 between Laplacian pyramids: band-pass detail at each scale, plus the coarsest average."""
+def _weighted_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / (mask.sum() * values.shape[1] + 1e-8)
+
+
+def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 between Laplacian pyramids: band-pass detail at each scale, plus the coarsest average. With `mask`
+    ((1, 1, H, W) in [0, 1]) each level is weighted by the mask at that scale (transparent pixels count for nothing)."""
     loss = a.new_zeros(())
     for _ in range(levels):
         if min(a.shape[-2:]) < 4:
@@ -94,9 +125,11 @@ def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int) -> torch.Tensor:
         size = (a_low.shape[-2] * 2, a_low.shape[-1] * 2)
         a_band = a[..., : size[0], : size[1]] - F.interpolate(a_low, scale_factor=2.0, mode="nearest")
         b_band = b[..., : size[0], : size[1]] - F.interpolate(b_low, scale_factor=2.0, mode="nearest")
-        loss = loss + (a_band - b_band).abs().mean()
+        level_mask = None if mask is None else mask[..., : size[0], : size[1]]
+        loss = loss + _weighted_mean((a_band - b_band).abs(), level_mask)
         a, b = a_low, b_low
-    return loss + (a - b).abs().mean()
+        mask = None if mask is None else F.avg_pool2d(mask, 2)
+    return loss + _weighted_mean((a - b).abs(), mask)
 
 
 def noise_regularization(noise: torch.Tensor) -> torch.Tensor:
@@ -109,9 +142,9 @@ def noise_regularization(noise: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [-1, 1] (peak-to-peak 2)."""
-    mse = float((a.clamp(-1, 1) - b).pow(2).mean())
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB of two images in [-1, 1] (peak-to-peak 2), over the pixels `mask` ((1, 1, H, W)) weights."""
+    mse = float(_weighted_mean((a.clamp(-1, 1) - b).pow(2), mask))
     return float("inf") if mse == 0 else 10.0 * math.log10(4.0 / mse)
 
 
@@ -122,10 +155,16 @@ def invert_photo(
     footprint: Rect,
     config: InversionConfig = QUALITY["fast"],
     progress: Callable[[int, int], None] | None = None,
+    opacity: np.ndarray | None = None,
 ) -> tuple[Anchor, InversionReport]:
-    """Fit an anchor for `photo` (uint8, footprint-sized) placed at `footprint` in the world `spec`."""
+    """Fit an anchor for `photo` (uint8 (h, w, 3), footprint-sized) placed at `footprint` in the world `spec`.
+
+    opacity: float (h, w) in [0, 1], 0 where the upload is transparent: those pixels are left out of the fit and the
+    world fills them. The anchor's photo weight is `confidence_weight` of the served reconstruction."""
     if photo.shape[:2] != (footprint.height, footprint.width):
         raise ValueError(f"photo is {photo.shape[:2]}, footprint is {footprint.height}x{footprint.width}")
+    if opacity is not None and opacity.shape != photo.shape[:2]:
+        raise ValueError(f"opacity is {opacity.shape}, photo is {photo.shape[:2]}")
     start_time = time.perf_counter()
     base = World(generator, spec)
     geometry = generator.geometry
@@ -134,6 +173,7 @@ def invert_photo(
     world = World(generator, spec, anchor)
 
     target = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    mask = None if opacity is None else torch.from_numpy(opacity.astype(np.float32))[None, None]
     top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
     latent, styles = anchor.local_latents.values, [anchor.structure_style, anchor.texture_styles]
     noises = [n.values for n in anchor.noises]
@@ -153,8 +193,8 @@ def invert_photo(
             # cheaper than per-location maps; the reported PSNR below is measured on the served (blended) render.
             image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
             fitted = image[..., top : top + footprint.height, left : left + footprint.width]
-            loss = config.pixel_weight * F.mse_loss(fitted, target)
-            loss = loss + config.pyramid_weight * pyramid_l1(fitted, target, config.pyramid_levels)
+            loss = config.pixel_weight * _weighted_mean((fitted - target).pow(2), mask)
+            loss = loss + config.pyramid_weight * pyramid_l1(fitted, target, config.pyramid_levels, mask)
             loss = loss + config.latent_prior_weight * ((latent.pow(2).mean() - 1.0).pow(2) + latent.mean().pow(2))
             loss = loss + config.style_prior_weight * sum(
                 (s - b).pow(2).mean() for s, b in zip(styles, base_styles, strict=True)
@@ -168,16 +208,114 @@ def invert_photo(
                     n.sub_(n.mean()).div_(n.std() + 1e-8)
             if progress is not None:
                 progress(step + 1, config.steps)
-        with torch.no_grad():
-            image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells)
-            reconstruction = psnr(image[..., top : top + footprint.height, left : left + footprint.width], target)
     finally:
         for p in frozen:
             p.requires_grad_(True)
     _freeze(anchor)
+    # The generated pixels the world serves under the photo (the anchor has no photo weight yet).
+    generated = render_region(world, footprint.x, footprint.y, footprint.width, footprint.height)
+    reconstruction = psnr(torch.from_numpy(generated).permute(2, 0, 1)[None].float() / 127.5 - 1.0, target, mask)
+    anchor.weight = confidence_weight(photo, generated, opacity, config)
     anchor.metadata.update({"inversion_steps": config.steps, "reconstruction_psnr": reconstruction})
     report = InversionReport(config.steps, time.perf_counter() - start_time, reconstruction)
     return anchor, report
+
+
+def outpaint_photo(
+    generator: Generator,
+    spec: WorldSpec,
+    photo: np.ndarray,
+    scene_height: int,
+    config: InversionConfig = QUALITY["fast"],
+    *,
+    alpha: np.ndarray | None = None,
+    horizon: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Anchor, InversionReport]:
+    """Place an uploaded photo (uint8 (H, W, 3), any size; `alpha` uint8 (H, W) or None) in the world and fit it.
+
+    horizon: the photo's horizon row as a fraction of its height (0 = top), or None to estimate it: a short trial
+    fit (config.horizon_search_steps) at each of HORIZON_CANDIDATES, keeping the one whose reconstruction is best.
+    Raises ValueError for a horizon outside [0, 1]."""
+    candidates = HORIZON_CANDIDATES if horizon is None else (float(horizon),)
+    trial_steps = config.horizon_search_steps if len(candidates) > 1 else 0
+    total = trial_steps * len(candidates) + config.steps
+    done = 0
+
+    def report_progress(step: int, steps: int) -> None:
+        if progress is not None:
+            progress(done + step, total)
+
+    def placed(at: float):
+        if alpha is None:
+            resized, footprint = place_photo(photo, scene_height, at)
+            return resized, footprint, None
+        return place_photo(photo, scene_height, at, alpha)
+
+    started = time.perf_counter()
+    scores: list[tuple[float, float]] = []
+    if trial_steps:
+        trial = dataclasses.replace(config, steps=trial_steps)
+        for candidate in candidates:
+            resized, footprint, opacity = placed(candidate)
+            _, trial_report = invert_photo(generator, spec, resized, footprint, trial, report_progress, opacity)
+            scores.append((candidate, trial_report.reconstruction_psnr))
+            done += trial_steps
+        best = max(scores, key=lambda pair: pair[1])[0]
+    else:
+        best = candidates[0]
+    resized, footprint, opacity = placed(best)
+    anchor, report = invert_photo(generator, spec, resized, footprint, config, report_progress, opacity)
+    anchor.metadata.update({"horizon": best, "horizon_scores": scores})
+    return anchor, dataclasses.replace(
+        report, seconds=time.perf_counter() - started, horizon=best, horizon_scores=tuple(scores)
+    )
+
+
+def _distance_inside(inside: torch.Tensor, limit: int) -> torch.Tensor:
+    """(H, W) float distance in px (octagonal metric, capped at `limit`) from each inside pixel to the nearest
+    pixel that is not inside, the area beyond the image's border counting as outside."""
+    current = F.pad(inside.float()[None, None], (1, 1, 1, 1), value=0.0)
+    distance = torch.zeros_like(current)
+    plus = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    for step in range(limit):
+        distance = distance + current
+        if step % 2:  # alternate 3x3 square and plus-shaped erosions: an octagon, close to Euclidean
+            current = -F.max_pool2d(-current, 3, stride=1, padding=1)
+        else:
+            current = (F.conv2d(current, plus, padding=1) >= 5.0 - 1e-6).float()
+        current[..., 0, :], current[..., -1, :], current[..., :, 0], current[..., :, -1] = 0.0, 0.0, 0.0, 0.0
+        if not bool(current.any()):
+            break
+    return distance[0, 0, 1:-1, 1:-1]
+
+
+def confidence_weight(
+    photo: np.ndarray, generated: np.ndarray, opacity: np.ndarray | None, config: InversionConfig
+) -> np.ndarray:
+    """The photo's per-pixel share, float64 (h, w) in [0, 1] quantised to 1/255 steps (as anchors store it).
+
+    0 at the footprint's edge and over transparent pixels; it rises (smoothstep) to 1 over a band whose width
+    follows how well the generator reconstructs the photo nearby: min_band_px where the reconstruction is exact,
+    max_band_px (at most a sixth of the photo's smaller side, so its middle is always shown as it is) where its
+    mean absolute error (blurred over ~max_band_px) reaches band_error. A poor fit so fades in slowly and a good one
+    sharply, and no frame shows either way."""
+    error = np.abs(photo.astype(np.float32) - generated.astype(np.float32)).mean(axis=2) / 255.0
+    opaque = np.ones(photo.shape[:2], dtype=np.float32) if opacity is None else opacity.astype(np.float32)
+    with torch.no_grad():
+        error_t = torch.from_numpy(error * opaque)[None, None]
+        weight_t = torch.from_numpy(opaque)[None, None]
+        radius = max(1, config.max_band_px // 2)
+        for _ in range(2):  # two box blurs ~ a Gaussian; normalised by the opaque share so holes do not dilute it
+            error_t = F.avg_pool2d(error_t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+            weight_t = F.avg_pool2d(weight_t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+        local_error = (error_t / weight_t.clamp_min(1e-6))[0, 0].numpy()
+        distance = _distance_inside(torch.from_numpy(opaque >= 0.5), config.max_band_px + 1).numpy()
+    widest = max(config.min_band_px, min(config.max_band_px, min(photo.shape[:2]) // 6))  # the photo stays shown
+    band = config.min_band_px + (widest - config.min_band_px) * np.clip(local_error / config.band_error, 0.0, 1.0)
+    t = np.clip(distance.astype(np.float64) / band, 0.0, 1.0)
+    weight = t * t * (3.0 - 2.0 * t) * np.clip(opaque.astype(np.float64), 0.0, 1.0)
+    return quantized_weight(weight).astype(np.float64) / 255.0
 
 
 def _initial_anchor(base: World, photo, footprint, row0, col0, rows, cols, config: InversionConfig) -> Anchor:
@@ -200,8 +338,7 @@ def _initial_anchor(base: World, photo, footprint, row0, col0, rows, cols, confi
         noises=noises,
         structure_style=base.structure_style[0].clone().requires_grad_(True),
         texture_styles=base.texture_styles[0].clone().requires_grad_(True),
-        blend_px=config.blend_px,
-        feather_px=config.feather_px,
+        reach_px=config.reach_px,
     )
 
 

@@ -128,7 +128,8 @@ class World:
         window_px = Rect(
             cell * local_cells.x, cell * local_cells.y, cell * local_cells.width, cell * local_cells.height
         )
-        if window_px.intersects(anchor.footprint.expanded(anchor.blend_px)):
+        styles_reach = anchor.styles_reach()
+        if styles_reach is None or window_px.intersects(styles_reach):
             return True
         if local_cells.intersects(anchor.local_latents.rect()):
             return True
@@ -149,7 +150,7 @@ class World:
         """(G_S style, G_T styles) for a window: the world's style vectors, or near an anchor per-location maps that
         blend the anchor's inverted styles in with weight alpha (spatial style fusion). `anchor_only` takes the
         anchor's styles as plain vectors (alpha = 1 everywhere): the cheap form inversion optimises over the photo."""
-        if anchor_only:
+        if anchor_only or (self.anchor is not None and self.anchor.reach_px is None):
             return self.anchor.structure_style[None], list(self.anchor.texture_styles[None].unbind(1))
         if not self._touches_anchor(row0, col0, rows, cols):
             return self.structure_style, list(self.texture_styles.unbind(1))
@@ -204,17 +205,14 @@ class World:
 
 
 def paste_photo(pixels: np.ndarray, anchor: Anchor, x: int, y: int) -> None:
-    """Blend the anchor's photo into `pixels` (world pixels from (x, y)), feathered at the footprint's edge."""
+    """Blend the anchor's photo into `pixels` (world pixels from (x, y)) with its per-pixel weight."""
     h, w = pixels.shape[:2]
     fp = anchor.footprint
     x0, x1 = max(x, fp.x), min(x + w, fp.x + fp.width)
     y0, y1 = max(y, fp.y), min(y + h, fp.y + fp.height)
-    if x0 >= x1 or y0 >= y1:
+    if x0 >= x1 or y0 >= y1 or anchor.weight is None:
         return
-    weight = np.outer(
-        anchor.feather(np.arange(y0, y1, dtype=np.float64), "y"),
-        anchor.feather(np.arange(x0, x1, dtype=np.float64), "x"),
-    )[..., None]
+    weight = anchor.weight[y0 - fp.y : y1 - fp.y, x0 - fp.x : x1 - fp.x, None]
     photo = anchor.photo[y0 - fp.y : y1 - fp.y, x0 - fp.x : x1 - fp.x].astype(np.float64)
     generated = pixels[y0 - y : y1 - y, x0 - x : x1 - x].astype(np.float64)
     pixels[y0 - y : y1 - y, x0 - x : x1 - x] = np.rint(generated + weight * (photo - generated)).astype(np.uint8)

@@ -15,6 +15,17 @@ PHOTO = Path(__file__).parent / "fixtures" / "picosdeeuropa_341x256.jpg"
 
 @pytest.fixture(scope="module")
 def inverted():
+    """A photo pinned into a world with a finite reach (its look fades out within 192 px)."""
+    generator = lively_tiny_generator()
+    photo, footprint = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), scene_height=128)
+    spec = WorldSpec(seed=21)
+    anchor, report = invert_photo(generator, spec, photo, footprint, InversionConfig(steps=25, reach_px=192))
+    return generator, spec, anchor, report
+
+
+@pytest.fixture(scope="module")
+def unbounded():
+    """The default: the photo's look governs the whole world."""
     generator = lively_tiny_generator()
     photo, footprint = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), scene_height=128)
     spec = WorldSpec(seed=21)
@@ -38,12 +49,123 @@ def test_inversion_improves_the_generators_own_reconstruction(inverted):
     assert report.reconstruction_psnr > before_psnr + 1.0, (before_psnr, report.reconstruction_psnr)
 
 
-def test_served_pixels_show_the_photo_inside_the_footprint(inverted):
+def test_place_photo_puts_the_given_horizon_row_on_the_worlds_horizon():
+    photo = np.zeros((683, 1024, 3), dtype=np.uint8)
+    for horizon, top in ((0.0, 0), (0.3, -77), (0.5, -128), (1.0, -256)):
+        _, footprint = place_photo(photo, scene_height=256, horizon=horizon)
+        assert footprint.y == top
+    with pytest.raises(ValueError, match="horizon"):
+        place_photo(photo, scene_height=256, horizon=1.5)
+
+
+def test_served_pixels_show_the_photo_where_its_weight_is_full(inverted):
     generator, spec, anchor, _ = inverted
-    fp, band = anchor.footprint, anchor.feather_px + 1
+    fp = anchor.footprint
     served = render_region(World(generator, spec, anchor), fp.x, fp.y, fp.width, fp.height)
-    inner = (slice(band, -band), slice(band, -band))
-    assert np.array_equal(served[inner], anchor.photo[inner])
+    full = anchor.weight == 1.0
+    assert full.mean() > 0.3, full.mean()  # the middle of the photo is shown as it is, even for a poor fit ...
+    assert np.array_equal(served[full], anchor.photo[full])
+    edges = np.concatenate([anchor.weight[0], anchor.weight[-1], anchor.weight[:, 0], anchor.weight[:, -1]])
+    assert edges.max() < 0.2  # ... and it fades into the world at its frame
+
+
+def test_the_photo_fades_in_over_a_band_that_follows_the_reconstruction_error():
+    from infinitygan.invert import confidence_weight
+
+    config = InversionConfig(min_band_px=8, max_band_px=64)
+    photo = np.full((256, 512, 3), 120, dtype=np.uint8)
+    exact = confidence_weight(photo, photo.copy(), None, config)
+    poor = confidence_weight(photo, np.zeros_like(photo), None, config)
+    assert exact[128, 16] == 1.0 and poor[128, 16] < 0.5  # 16 px in: a good fit is fully shown, a poor one fading
+    assert exact[128, 0] < 0.1 and poor[128, 0] < 0.1 and poor[128, 256] == 1.0
+    assert (poor <= exact + 1e-12).all()
+    transparent = np.ones((256, 512))
+    transparent[:80] = 0.0  # a transparent sky
+    masked = confidence_weight(photo, photo.copy(), transparent, config)
+    assert (masked[:80] == 0).all() and masked[120, 256] == 1.0 and masked[81, 256] < 0.5
+
+
+def test_an_unbounded_reach_carries_the_photos_look_everywhere_and_stays_seamless(unbounded):
+    generator, spec, anchor, _ = unbounded
+    assert anchor.reach(generator.geometry) is None
+    base, anchored = World(generator, spec), World(generator, spec, anchor)
+    far_x = anchor.footprint.x + 5000
+    far_base, far_anchored = render_region(base, far_x, -128, 256, 256), render_region(anchored, far_x, -128, 256, 256)
+    assert not np.array_equal(far_base, far_anchored)
+    # Any tile renders alone and stitches exactly: a 512 render equals its four quarters, across the photo's edge.
+    x0, y0 = anchor.footprint.x + anchor.footprint.width - 256, -256
+    whole = render_region(anchored, x0, y0, 512, 512)
+    for dy in (0, 256):
+        for dx in (0, 256):
+            assert np.array_equal(
+                whole[dy : dy + 256, dx : dx + 256], render_region(anchored, x0 + dx, y0 + dy, 256, 256)
+            )
+
+
+def test_transparent_pixels_are_filled_by_the_world_not_fitted():
+    """An upload with a transparent sky: the fit ignores those pixels (whatever colour they carry), and the served
+    sky is the world's own: no black or white slab."""
+    generator = lively_tiny_generator()
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB")).copy()
+    alpha = np.full(rgb.shape[:2], 255, dtype=np.uint8)
+    alpha[: rgb.shape[0] // 3] = 0
+    spec, config = WorldSpec(seed=21), InversionConfig(steps=6)
+    fits = []
+    for fill in (0, 255):  # the colour under the transparent pixels must not matter
+        rgb[: rgb.shape[0] // 3] = fill
+        photo, footprint, opacity = place_photo(rgb, 128, alpha=alpha)
+        fits.append(invert_photo(generator, spec, photo, footprint, config, opacity=opacity)[0])
+    assert fits[0].weight is not None and np.array_equal(fits[0].weight, fits[1].weight)
+    for name in ("structure_style", "texture_styles"):
+        assert torch.allclose(getattr(fits[0], name), getattr(fits[1], name), atol=1e-4), name
+    fp = fits[0].footprint
+    served = render_region(World(generator, spec, fits[0]), fp.x, fp.y, fp.width, fp.height)
+    sky = served[: fp.height // 3 - 4]
+    assert (fits[0].weight[: fp.height // 3 - 4] == 0).all()
+    assert 15 < sky.mean() < 240 and sky.std() > 2  # not a black, white or flat slab
+
+
+def test_the_same_photo_inverts_to_the_same_anchor():
+    generator = lively_tiny_generator()
+    photo, footprint = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), scene_height=128)
+    runs = [invert_photo(generator, WorldSpec(seed=3), photo, footprint, InversionConfig(steps=4))[0] for _ in "ab"]
+    area = (footprint.x - 64, footprint.y - 64, footprint.width + 128, footprint.height + 128)
+    tiles = [render_region(World(generator, WorldSpec(seed=3), Anchor.from_bytes(a.to_bytes())), *area) for a in runs]
+    assert np.array_equal(tiles[0], tiles[1])
+    assert torch.equal(runs[0].texture_styles, runs[1].texture_styles)
+    assert np.array_equal(runs[0].weight, runs[1].weight)
+
+
+def test_the_horizon_is_estimated_by_trial_fits_or_taken_as_given():
+    from infinitygan.invert import HORIZON_CANDIDATES, outpaint_photo
+
+    generator = lively_tiny_generator()
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
+    config = InversionConfig(steps=2, horizon_search_steps=2)
+    anchor, report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config)
+    assert report.horizon in HORIZON_CANDIDATES and len(report.horizon_scores) == len(HORIZON_CANDIDATES)
+    assert report.horizon == max(report.horizon_scores, key=lambda pair: pair[1])[0]
+    assert anchor.footprint.y == -round(report.horizon * 128)
+    given, given_report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config, horizon=0.3)
+    assert given_report.horizon == 0.3 and given.footprint.y == -38 and given_report.horizon_scores == ()
+
+
+def test_anchors_of_the_first_format_still_load_and_render():
+    """Worlds outpainted before the per-pixel weight (format /1) keep their reach and feather."""
+    import json
+
+    from safetensors.torch import load, save
+
+    generator = lively_tiny_generator()
+    photo, footprint = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), scene_height=128)
+    anchor, _ = invert_photo(generator, WorldSpec(seed=3), photo, footprint, InversionConfig(steps=2, reach_px=150))
+    data = anchor.to_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    tensors = load(data)
+    del tensors["weight"], header["reach_px"]
+    header.update({"format": "infinitygan.anchor/1", "blend_px": "192", "feather_px": "12"})
+    old = Anchor.from_bytes(save(tensors, metadata=header))
+    assert old.reach_px == 192 and old.weight[12, 12] == 1.0 and 0 < old.weight[0, 40] < 0.1
 
 
 def test_far_tiles_equal_the_base_world_and_near_tiles_change(inverted):
@@ -74,7 +196,7 @@ def lively_tiny_checkpoint_bytes() -> bytes:
     return save({"x": torch.zeros(1)}, metadata={"format": "something else"})
 
 
-def test_unfitted_anchor_blends_back_to_the_base_world_seamlessly(inverted):
+def test_a_finite_reach_blends_back_to_the_base_world_seamlessly(inverted):
     """Across the border of the anchor's reach, anchored rendering meets the base world without a seam."""
     generator, spec, anchor, _ = inverted
     reach = anchor.reach(generator.geometry)

@@ -33,9 +33,9 @@ import torch
 from PIL import Image
 
 from infinitygan.generator import Generator
-from infinitygan.invert import QUALITY, invert_photo, place_photo
+from infinitygan.invert import QUALITY, outpaint_photo
 from infinitygan.world import WorldSpec
-from tiles.uploads import decode_photo
+from tiles.uploads import decode_photo_alpha
 
 UNLIMITED = 1 << 62  # the upload was checked on submission; limits may since have changed, the job must not
 
@@ -62,6 +62,8 @@ class InversionJob:
     quality: str
     steps: int
     max_aspect: float
+    reach_px: int | None = None  # world pixels the photo's styles reach; None: the whole world
+    horizon: float | None = None  # the photo's horizon row (fraction of its height); None: estimated
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class InversionOutput:
     anchor: bytes  # `infinitygan.anchor.Anchor.to_bytes()`
     reconstruction_psnr: float  # dB; 99 when the fit is exact
     seconds: float
+    horizon: float  # the photo's row placed on the world's horizon (given or estimated)
 
 
 # ---- the child's side ----------------------------------------------------------------------------------------------
@@ -77,6 +80,7 @@ _generator: Generator | None = None
 _scene_height = 0
 _limit_mb = 0.0
 _step: multiprocessing.sharedctypes.Synchronized | None = None  # type: ignore[name-defined]
+_total: multiprocessing.sharedctypes.Synchronized | None = None  # type: ignore[name-defined]
 _stop: multiprocessing.synchronize.Event | None = None  # type: ignore[name-defined]
 
 
@@ -97,12 +101,12 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _init_child(generator: Generator, scene_height: int, limit_mb: float, threads: int, step, stop) -> None:
-    global _generator, _scene_height, _limit_mb, _step, _stop
+def _init_child(generator: Generator, scene_height: int, limit_mb: float, threads: int, step, total, stop) -> None:
+    global _generator, _scene_height, _limit_mb, _step, _total, _stop
     _die_with_parent()
     torch.set_num_threads(threads)
     _generator = generator.eval()
-    _scene_height, _limit_mb, _step, _stop = scene_height, limit_mb, step, stop
+    _scene_height, _limit_mb, _step, _total, _stop = scene_height, limit_mb, step, total, stop
     Image.init()  # import every image plugin now: a lazy import under the limit fails in obscure ways
     limit = _data_bytes() + int(limit_mb * 2**20)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
@@ -119,24 +123,26 @@ def _out_of_memory(exc: BaseException | None) -> bool:
 
 
 def _run_in_child(job: InversionJob) -> InversionOutput:
-    assert _generator is not None and _step is not None and _stop is not None
-    _step.value = 0
+    assert _generator is not None and _step is not None and _total is not None and _stop is not None
+    _step.value, _total.value = 0, job.steps
 
     def on_step(step: int, steps: int) -> None:
-        _step.value = step
+        _step.value, _total.value = step, steps
         if _stop.is_set():
             raise Interrupted
 
     try:
-        photo = decode_photo(job.image, max_bytes=UNLIMITED, max_pixels=UNLIMITED, max_aspect=job.max_aspect)
-        placed, footprint = place_photo(np.ascontiguousarray(photo), _scene_height)
-        placed = np.array(placed)  # writable: the anchor's safetensors export wraps it in a tensor
-        del photo
+        photo, alpha = decode_photo_alpha(
+            job.image, max_bytes=UNLIMITED, max_pixels=UNLIMITED, max_aspect=job.max_aspect
+        )
         if _stop.is_set():
             raise Interrupted
-        config = dataclasses.replace(QUALITY[job.quality], steps=job.steps)
+        config = dataclasses.replace(QUALITY[job.quality], steps=job.steps, reach_px=job.reach_px)
         spec = WorldSpec(seed=job.seed, psi=job.psi)
-        anchor, report = invert_photo(_generator, spec, placed, footprint, config, progress=on_step)
+        anchor, report = outpaint_photo(
+            _generator, spec, np.ascontiguousarray(photo), _scene_height, config,
+            alpha=alpha, horizon=job.horizon, progress=on_step,
+        )  # fmt: skip
         anchor_bytes = anchor.to_bytes()
     except BaseException as exc:
         if _out_of_memory(exc):
@@ -146,8 +152,9 @@ def _run_in_child(job: InversionJob) -> InversionOutput:
             ) from None
         raise
     psnr = report.reconstruction_psnr if math.isfinite(report.reconstruction_psnr) else 99.0
+    footprint = anchor.footprint
     fp = (footprint.x, footprint.y, footprint.width, footprint.height)
-    return InversionOutput(fp, anchor_bytes, psnr, report.seconds)
+    return InversionOutput(fp, anchor_bytes, psnr, report.seconds, report.horizon)
 
 
 # ---- the parent's side ---------------------------------------------------------------------------------------------
@@ -164,6 +171,7 @@ class InversionProcess:
         self.limit_mb = limit_mb
         self._threads = max(1, threads)
         self._step = self._context.Value("i", 0, lock=False)
+        self._total = self._context.Value("i", 1, lock=False)
         self._stop = self._context.Event()
         self._pool: ProcessPoolExecutor | None = None
 
@@ -172,13 +180,21 @@ class InversionProcess:
         """The running job's last finished inversion step (0 before the first)."""
         return int(self._step.value)
 
+    @property
+    def total_steps(self) -> int:
+        """The running job's inversion steps in all (trial fits for its horizon included)."""
+        return max(1, int(self._total.value))
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=self._context,
                 initializer=_init_child,
-                initargs=(self._generator, self._scene_height, self.limit_mb, self._threads, self._step, self._stop),
+                initargs=(
+                    self._generator, self._scene_height, self.limit_mb, self._threads,
+                    self._step, self._total, self._stop,
+                ),  # fmt: skip
             )
         return self._pool
 

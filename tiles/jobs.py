@@ -115,10 +115,13 @@ def lease_key(job_id: str) -> str:
     return f"job-lease:{job_id}"
 
 
-def job_id_for(image: bytes, seed: int, psi: float, quality: str, steps: int, model_hash: str) -> str:
+def job_id_for(image: bytes, request: JobRequest, model_hash: str) -> str:
     """Content address: the same photo and parameters under the same model are the same job (and world)."""
     digest = hashlib.sha256(image)
-    digest.update(f"/{seed}/{float(psi)!r}/{quality}/{steps}/{model_hash}".encode())
+    r = request
+    horizon = "auto" if r.horizon is None else repr(float(r.horizon))
+    reach = "unbounded" if r.reach is None else str(r.reach)
+    digest.update(f"/{r.seed}/{float(r.psi)!r}/{r.quality}/{r.steps}/reach={reach}/horizon={horizon}/{model_hash}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -128,6 +131,24 @@ class JobRequest:
     psi: float
     quality: str
     steps: int
+    reach: int | None = None  # world pixels the photo's look reaches; None: the whole world
+    horizon: float | None = None  # the photo's horizon row, a fraction of its height; None: estimated
+
+    def fields(self) -> dict[str, str]:
+        """The request as strings for the job's Redis hash ("" for None)."""
+        return {
+            "seed": str(self.seed), "psi": repr(float(self.psi)), "quality": self.quality, "steps": str(self.steps),
+            "reach": "" if self.reach is None else str(self.reach),
+            "horizon": "" if self.horizon is None else repr(float(self.horizon)),
+        }  # fmt: skip
+
+    @classmethod
+    def from_fields(cls, text: Mapping[str, str]) -> JobRequest:
+        reach, horizon = text.get("reach", ""), text.get("horizon", "")
+        return cls(
+            int(text["seed"]), float(text["psi"]), text["quality"], int(text["steps"]),
+            reach=int(reach) if reach else None, horizon=float(horizon) if horizon else None,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,7 @@ class JobResult:
     footprint: tuple[int, int, int, int]
     reconstruction_psnr: float
     seconds: float
+    horizon: float = 0.5  # the photo's row placed on the world's horizon
 
 
 @dataclass(frozen=True)
@@ -162,12 +184,13 @@ class JobRecord:
                 footprint=tuple(json.loads(text["footprint"])),
                 reconstruction_psnr=float(text["reconstruction_psnr"]),
                 seconds=float(text["seconds"]),
+                horizon=float(text.get("horizon_used", 0.5)),
             )
         return cls(
             id=text["id"],
             status=text["status"],  # type: ignore[arg-type]
             progress=int(text.get("progress", 0)),
-            request=JobRequest(int(text["seed"]), float(text["psi"]), text["quality"], int(text["steps"])),
+            request=JobRequest.from_fields(text),
             model_hash=text["model_hash"],
             attempts=int(text.get("attempts", 0)),
             created_at=float(text["created_at"]),
@@ -222,12 +245,11 @@ class JobQueue:
     # ---- the API side ----------------------------------------------------------------------------------------------
     async def submit(self, image: bytes, request: JobRequest) -> tuple[JobRecord, bool]:
         """The job for this photo and request: an existing one, or a new queued one; True when newly queued."""
-        job_id = job_id_for(image, request.seed, request.psi, request.quality, request.steps, self.model_hash)
+        job_id = job_id_for(image, request, self.model_hash)
         now = repr(time.time())
         fields = {
-            "id": job_id, "status": "queued", "progress": 0, "seed": request.seed, "psi": repr(float(request.psi)),
-            "quality": request.quality, "steps": request.steps, "model_hash": self.model_hash, "attempts": 0,
-            "created_at": now, "updated_at": now,
+            "id": job_id, "status": "queued", "progress": 0, **request.fields(), "model_hash": self.model_hash,
+            "attempts": 0, "created_at": now, "updated_at": now,
         }  # fmt: skip
         args = [job_id, image, *(str(v) for pair in fields.items() for v in pair)]
         keys = [job_key(job_id), image_key(job_id), self.queue_key]
@@ -285,6 +307,7 @@ class JobQueue:
             "status": "succeeded", "progress": 100, "updated_at": repr(time.time()), "error": "",
             "world_id": result.world_id, "footprint": json.dumps(list(result.footprint)),
             "reconstruction_psnr": repr(result.reconstruction_psnr), "seconds": repr(result.seconds),
+            "horizon_used": repr(result.horizon),
         }  # fmt: skip
 
         async def finish(r):

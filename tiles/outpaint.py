@@ -158,8 +158,11 @@ class OutpaintWorker:
         record = claim.record
         assert record is not None
         request = record.request
-        job = InversionJob(claim.image, request.seed, request.psi, request.quality, request.steps, self.max_aspect)
-        heartbeat = asyncio.create_task(self._heartbeat(record.id, process, request.steps))
+        job = InversionJob(
+            claim.image, request.seed, request.psi, request.quality, request.steps, self.max_aspect,
+            reach_px=request.reach, horizon=request.horizon,
+        )  # fmt: skip
+        heartbeat = asyncio.create_task(self._heartbeat(record.id, process))
         try:
             self._check(claim.image)
             output = await asyncio.get_running_loop().run_in_executor(self._pool, process.run, job)
@@ -167,7 +170,7 @@ class OutpaintWorker:
             world = WorldRecord.create(
                 self.model_hash, request.seed, request.psi, anchor=record.id, footprint=output.footprint
             )
-            result = JobResult(world.id, output.footprint, output.reconstruction_psnr, output.seconds)
+            result = JobResult(world.id, output.footprint, output.reconstruction_psnr, output.seconds, output.horizon)
             await self.queue.complete(record.id, world, output.anchor, result)
             self.jobs_done += 1
             log.info("%s: job %s -> world %s in %.1f s", self.name, record.id, world.id, result.seconds)
@@ -192,11 +195,11 @@ class OutpaintWorker:
         finally:
             heartbeat.cancel()
 
-    async def _heartbeat(self, job_id: str, process: InversionProcess, steps: int) -> None:
+    async def _heartbeat(self, job_id: str, process: InversionProcess) -> None:
         """Keep the lease alive and publish progress while the child works."""
         interval = min(PROGRESS_INTERVAL_S, self.queue.lease_ms / 3000)
         while True:
-            percent = min(INVERSION_SHARE, INVERSION_SHARE * process.step // max(1, steps))
+            percent = min(INVERSION_SHARE, INVERSION_SHARE * process.step // process.total_steps)
             with contextlib.suppress(RedisUnavailable):
                 await self.queue.heartbeat(job_id, percent)
             await asyncio.sleep(interval)

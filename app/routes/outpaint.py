@@ -49,6 +49,7 @@ def job_body(request: Request, record: JobRecord) -> Job:
             preview=f"{base}/worlds/{world_id}/preview.png",
             reconstruction_psnr=record.result.reconstruction_psnr,
             seconds=record.result.seconds,
+            horizon=record.result.horizon,
         )
     req = record.request
     return Job(
@@ -59,6 +60,8 @@ def job_body(request: Request, record: JobRecord) -> Job:
         psi=req.psi,
         quality=req.quality,
         steps=req.steps,
+        reach=req.reach,
+        horizon=req.horizon,
         attempts=record.attempts,
         created_at=record.created_at,
         updated_at=record.updated_at,
@@ -75,8 +78,9 @@ def job_body(request: Request, record: JobRecord) -> Job:
     responses=error_responses(400, 413, 415, 422, 503),
 )
 async def outpaint(request: Request, response: Response, resources: ResourcesDep) -> Job:
-    """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`). The same photo
-    and parameters give the same job and world. Follow the job at the Location header."""
+    """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`, `reach`,
+    `horizon`). Transparent pixels (PNG or WebP alpha, a palette's transparent index) are left for the world to fill.
+    The same photo and parameters give the same job and world. Follow the job at the Location header."""
     settings = resources.settings
     image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
     # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
@@ -90,7 +94,8 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     renderer = resources.tiles.renderer
     check_job_memory(renderer.generator, photo.shape, renderer.scene_height, settings.outpaint_max_job_memory_mb)
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
-    record, _ = await resources.jobs.submit(image, JobRequest(params.seed, params.psi, params.quality, steps))
+    request_ = JobRequest(params.seed, params.psi, params.quality, steps, reach=params.reach, horizon=params.horizon)
+    record, _ = await resources.jobs.submit(image, request_)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/jobs/{record.id}"
     response.headers["Cache-Control"] = NO_STORE
     return job_body(request, record)
