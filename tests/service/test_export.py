@@ -4,6 +4,7 @@ an interrupted export; refusing bad input with one line and a non-zero exit code
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pmtiles.convert import mbtiles_to_pmtiles
 from pmtiles.reader import MmapSource, Reader, all_tiles
 
 from app.cli import main as cli_main
@@ -103,11 +105,12 @@ def test_pmtiles_and_mbtiles_hold_exactly_the_served_tiles(
     assert rows["format"] == "png" and rows["name"] == f"InfinityGAN world {world_id}"
     assert (rows["minzoom"], rows["maxzoom"]) == ("2", "5")
     assert len(rows["bounds"].split(",")) == 4 and len(rows["center"].split(",")) == 3
-    import json
-
     mb_info = json.loads(rows["json"])["infinitygan"]
     assert mb_info == info  # one description in both formats
     assert {world_tile(mb_info["addressing"], *zxy): png for zxy, png in mb_tiles.items()} == in_world
+    # The pmtiles package's own MBTiles reader (its converter) reads the MBTiles back to the same archive tiles.
+    mbtiles_to_pmtiles(str(offline / "world.mbtiles"), str(offline / "converted.pmtiles"), None)
+    assert pmtiles_contents(offline / "converted.pmtiles")[2] == archived
 
 
 def test_a_second_export_is_byte_identical(offline: Path, tiny_model: Path) -> None:
@@ -226,9 +229,10 @@ def test_a_killed_export_process_resumes_and_writes_the_same_archive(
     area = ["--bbox", "0", "0", "4096", "2048"]  # 16x8 native tiles: 170 tiles at zooms 2-5
     out = offline / "killed.mbtiles"
     command = [sys.executable, "-m", "app.cli", "export", "--model", str(tiny_model), *area, *ZOOMS, "--out", str(out)]
-    # One render thread (slower, easier to catch mid-way) with the torch thread count of the in-process exports below:
-    # a model renders the same pixels only at the same torch thread count (README, "The model library").
-    env = {**os.environ, "INFINITYGAN_RENDER_THREADS": "1", "INFINITYGAN_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # The same render settings as the in-process exports below: a model renders the same pixels only at the same
+    # torch thread count (README, "The model library"), and that follows INFINITYGAN_RENDER_THREADS by default.
+    assert "INFINITYGAN_TORCH_THREADS" not in os.environ and "INFINITYGAN_RENDER_THREADS" not in os.environ
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([*command, "--quiet"], cwd=offline, env=env, stderr=subprocess.PIPE)
     sidecar = sidecar_path(out)
     deadline = time.monotonic() + 120
