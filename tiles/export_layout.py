@@ -41,7 +41,7 @@ from infinitygan.world import COORD_LIMIT
 from tiles.geometry import TILE_SIZE, TileAddress, TileGrid
 from tiles.worlds import WorldRecord
 
-# 100,000 tiles: ~75,000 native renders for zooms 2-5 (a 280x280-tile square, 72k x 72k px), hours of CPU with the
+# 100,000 tiles: ~75,000 native renders at zooms 2-5 (a 274x274-tile square, 70k x 70k px), hours of CPU with the
 # shipped model and a few GB of PNGs. Larger areas are refused before anything is rendered.
 MAX_EXPORT_TILES = 100_000
 PMTILES_MAX_ZOOM = 31  # tile ids are 64-bit: PMTiles has no zoom above 31
