@@ -121,6 +121,104 @@ def _add_seed(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_seed)
 
 
+def _shared_redis(settings):
+    """settings with redis_url set to a running server's Redis (REDIS_URL, or the default server's embedded Redis
+    announced in its data folder), or unchanged (None) when there is none."""
+    from tiles.embedded_redis import running_server_url
+
+    if settings.redis_url is None and (url := running_server_url(settings.embedded_redis_data_dir)) is not None:
+        settings = settings.model_copy(update={"redis_url": url})
+    return settings
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from app.exporting import export_area, export_format, sidecar_path
+    from app.settings import Settings
+    from tiles.errors import TileError
+    from tiles.export_store import SidecarError
+
+    out = Path(args.out)
+    fmt = export_format(out, args.format)
+    settings = Settings()
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    settings = _shared_redis(settings)
+    x0, y0, x1, y1 = args.bbox
+    try:
+        report = asyncio.run(
+            export_area(settings, args.world, (x0, y0, x1, y1), args.zoom, out, fmt, progress=not args.quiet)
+        )
+    except (TileError, SidecarError) as exc:
+        raise model_cli.CLIError(str(exc)) from None
+    except OSError as exc:
+        raise model_cli.CLIError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        sidecar = sidecar_path(out)
+        if sidecar.exists():
+            print(f"finished tiles are kept in {sidecar}: run the same command again to resume", file=sys.stderr)
+        raise
+    done = report.progress
+    low, high = report.layout.archive_zooms
+    shared = f"from the shared cache at {report.shared_cache}" if report.shared_cache else "shared (no server's Redis)"
+    print(
+        f"exported {done.total} tiles of world {report.world.id} to {out} ({fmt}, archive zooms {low}-{high}, "
+        f"zoom offset {report.layout.zoom_offset}): {done.rendered} rendered, {done.reused} {shared}, "
+        f"{done.resumed} resumed from an interrupted run",
+        file=sys.stderr,
+    )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from tiles.export_layout import MAX_EXPORT_TILES
+
+    p = sub.add_parser(
+        "export",
+        help="write every tile of an area and zoom range as a PMTiles or MBTiles archive, or a static offline site",
+        description="Export the tiles of an area exactly as the service serves them (GET /worlds/{id}/tiles/...). "
+        "Tiles come from a running server's cache when one is reachable (REDIS_URL, or the default server's "
+        "embedded Redis), and are rendered here otherwise. Finished tiles are kept in OUT.partial.sqlite until the "
+        "archive is written, so an interrupted export run again renders only what is missing. Archive tile "
+        "(z, x, y) = world tile (z - zoom_offset, x + dx, y + dy): the archive's metadata records zoom_offset and "
+        "each zoom's offsets (see the README's 'Exporting').",
+    )
+    p.add_argument(
+        "world",
+        nargs="?",
+        default="default",
+        help="world id (16 hex digits, as in /worlds/{id}), or 'default' (INFINITYGAN_DEFAULT_SEED; the only world "
+        "known without a running server)",
+    )
+    p.add_argument(
+        "--bbox",
+        type=model_cli._int,
+        nargs=4,
+        required=True,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="area in native world pixels, [X0, X1) x [Y0, Y1), as for seed; every tile touching it is exported",
+    )
+    p.add_argument(
+        "--zoom", type=_zoom_range, required=True, help="zoom level Z or range Z0-Z1 (Z0 <= Z1) of the service's grid"
+    )
+    p.add_argument(
+        "--format",
+        choices=["pmtiles", "mbtiles", "site"],
+        default=None,
+        help="pmtiles (PMTiles v3), mbtiles (MBTiles 1.3) or site (a folder: index.html, Leaflet, pmtiles.js and the "
+        ".pmtiles; serve it with any static file server); default: from --out's suffix",
+    )
+    p.add_argument("--out", required=True, help="the archive file, or the site's folder")
+    p.add_argument("--model", default=None, help="generator checkpoint; overrides INFINITYGAN_MODEL")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.epilog = (
+        f"At most {MAX_EXPORT_TILES:,} tiles (all zooms together) per export. Exporting the same area twice gives "
+        "byte-identical files."
+    )
+    p.set_defaults(handler=_cmd_export)
+
+
 def _cmd_worker(args: argparse.Namespace) -> None:
     import logging
 
@@ -153,7 +251,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_worker)
 
 
-SERVICE_SUBCOMMANDS: list = [_add_serve, _add_seed, _add_worker]
+SERVICE_SUBCOMMANDS: list = [_add_serve, _add_seed, _add_export, _add_worker]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
