@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from infinitygan.anchor import Anchor
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
 from infinitygan.sampling import sample_fake_inputs
@@ -103,6 +104,37 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -
         proj_b, _ = torch.sort(directions @ b.T, dim=1)
         total += float((proj_a - proj_b).abs().mean())
     return total / SWD_REPEATS
+
+
+def colour_swd(a: np.ndarray, b: np.ndarray, *, samples: int = 16384, seed: int = 0) -> float:
+    """Sliced Wasserstein distance between the colour distributions of two pixel sets (uint8 (..., 3)), in [0, 1]
+    colour units x1e3: `samples` pixels drawn from each with replacement, fixed seed."""
+    rng = torch.Generator().manual_seed(seed)
+    a_t = torch.from_numpy(np.ascontiguousarray(a).reshape(-1, 3)).float() / 255.0
+    b_t = torch.from_numpy(np.ascontiguousarray(b).reshape(-1, 3)).float() / 255.0
+    if not len(a_t) or not len(b_t):
+        raise ValueError("colour_swd needs two non-empty pixel sets")
+    a_t = a_t[torch.randint(0, len(a_t), (samples,), generator=rng)]
+    b_t = b_t[torch.randint(0, len(b_t), (samples,), generator=rng)]
+    return 1e3 * sliced_wasserstein(a_t, b_t, rng)
+
+
+def continuation_score(generator: Generator, spec: WorldSpec, anchor: Anchor) -> dict[str, float]:
+    """How well an outpainted world continues its photo (issue 13's measure): the colour SWD between the band one
+    photo-width to each side of the footprint (same rows) and the photo's own (opaque) pixels, for the anchored
+    world, divided by the same distance for the base world without the photo. 1.0: no better than the base world;
+    0: the surroundings have the photo's colours. Returns {"score", "anchored", "base"} (SWDs x1e3)."""
+    fp = anchor.footprint
+    photo = anchor.photo if anchor.weight is None else anchor.photo[anchor.weight > 0]
+
+    def bands(world: World) -> np.ndarray:
+        left = render_region(world, fp.x - fp.width, fp.y, fp.width, fp.height)
+        right = render_region(world, fp.x + fp.width, fp.y, fp.width, fp.height)
+        return np.concatenate([left, right], axis=1)
+
+    anchored = colour_swd(bands(World(generator, spec, anchor)), photo)
+    base = colour_swd(bands(World(generator, spec)), photo)
+    return {"score": anchored / max(base, 1e-9), "anchored": anchored, "base": base}
 
 
 def swd(images_a: torch.Tensor, images_b: torch.Tensor, *, per_image: int = 64, seed: int = 0) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from infinitygan.anchor import Anchor, PatchOverride, Rect, quantized_weight
 from infinitygan.generator import Generator
+from infinitygan.latents import normal_vector
 from infinitygan.world import World, WorldSpec, render_region
 
 
@@ -43,11 +44,12 @@ class InversionConfig:
     min_band_px: int = 8  # the photo fades into the generated world over this much where the fit is exact ...
     max_band_px: int = 96  # ... and over this much where it is poor (mean abs error >= band_error, in [0, 1])
     band_error: float = 0.2
-    horizon_search_steps: int = 6  # steps of a trial fit per candidate horizon (when none is given)
+    starts: int = 4  # styles tried before fitting (the world's own and starts - 1 seeded others), per horizon
 
 
 QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)}
 HORIZON_CANDIDATES = (0.35, 0.5, 0.65)  # fractions of the photo's height tried when the user gives none
+STREAM_INVERSION_START = 50  # + start index: the hashed stream of a start's z_g (infinitygan.latents)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class InversionReport:
     seconds: float
     reconstruction_psnr: float  # the generator's own reconstruction inside the footprint, before pasting
     horizon: float = 0.5  # the photo's row (fraction of its height) placed on the world's horizon
-    horizon_scores: tuple[tuple[float, float], ...] = ()  # (candidate, trial PSNR) when the horizon was estimated
+    horizon_scores: tuple[tuple[float, float], ...] = ()  # (candidate, best start's data loss; lower is better)
 
 
 def photo_footprint(width: int, height: int, scene_height: int, horizon: float = 0.5) -> Rect:
@@ -148,6 +150,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
     return float("inf") if mse == 0 else 10.0 * math.log10(4.0 / mse)
 
 
+def _target(photo: np.ndarray, opacity: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    target = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    mask = None if opacity is None else torch.from_numpy(opacity.astype(np.float32))[None, None]
+    return target, mask
+
+
+def _data_loss(fitted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, config: InversionConfig):
+    """Pixel MSE plus the multi-scale L1, over the opaque pixels."""
+    loss = config.pixel_weight * _weighted_mean((fitted - target).pow(2), mask)
+    return loss + config.pyramid_weight * pyramid_l1(fitted, target, config.pyramid_levels, mask)
+
+
+def start_styles(generator: Generator, spec: WorldSpec, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start `index` of an inversion: 0 is the world's own styles; others come from a z_g hashed from the world's
+    seed (stream STREAM_INVERSION_START + index), truncated by the world's psi like the world's own."""
+    if index == 0:
+        world = World(generator, spec)
+        return world.structure_style[0], world.texture_styles[0]
+    with torch.no_grad():
+        z_global = normal_vector(spec.seed, STREAM_INVERSION_START + index, generator.config.global_dim)[None]
+        return (z_global * spec.psi)[0], generator.texture_styles(z_global, psi=spec.psi)[0]
+
+
 def invert_photo(
     generator: Generator,
     spec: WorldSpec,
@@ -156,9 +181,11 @@ def invert_photo(
     config: InversionConfig = QUALITY["fast"],
     progress: Callable[[int, int], None] | None = None,
     opacity: np.ndarray | None = None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[Anchor, InversionReport]:
     """Fit an anchor for `photo` (uint8 (h, w, 3), footprint-sized) placed at `footprint` in the world `spec`.
 
+    start: (G_S style (global_dim,), W+ (num_styles, w_dim)) to start from instead of the world's own styles.
     opacity: float (h, w) in [0, 1], 0 where the upload is transparent: those pixels are left out of the fit and the
     world fills them. The anchor's photo weight is `confidence_weight` of the served reconstruction."""
     if photo.shape[:2] != (footprint.height, footprint.width):
@@ -170,10 +197,12 @@ def invert_photo(
     geometry = generator.geometry
     wy, wx = inversion_windows(geometry, footprint, config)
     anchor = _initial_anchor(base, photo, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
+    if start is not None:
+        anchor.structure_style = start[0].detach().clone().requires_grad_(True)
+        anchor.texture_styles = start[1].detach().clone().requires_grad_(True)
     world = World(generator, spec, anchor)
 
-    target = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    mask = None if opacity is None else torch.from_numpy(opacity.astype(np.float32))[None, None]
+    target, mask = _target(photo, opacity)
     top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
     latent, styles = anchor.local_latents.values, [anchor.structure_style, anchor.texture_styles]
     noises = [n.values for n in anchor.noises]
@@ -193,8 +222,7 @@ def invert_photo(
             # cheaper than per-location maps; the reported PSNR below is measured on the served (blended) render.
             image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
             fitted = image[..., top : top + footprint.height, left : left + footprint.width]
-            loss = config.pixel_weight * _weighted_mean((fitted - target).pow(2), mask)
-            loss = loss + config.pyramid_weight * pyramid_l1(fitted, target, config.pyramid_levels, mask)
+            loss = _data_loss(fitted, target, mask, config)
             loss = loss + config.latent_prior_weight * ((latent.pow(2).mean() - 1.0).pow(2) + latent.mean().pow(2))
             loss = loss + config.style_prior_weight * sum(
                 (s - b).pow(2).mean() for s, b in zip(styles, base_styles, strict=True)
@@ -234,17 +262,12 @@ def outpaint_photo(
 ) -> tuple[Anchor, InversionReport]:
     """Place an uploaded photo (uint8 (H, W, 3), any size; `alpha` uint8 (H, W) or None) in the world and fit it.
 
-    horizon: the photo's horizon row as a fraction of its height (0 = top), or None to estimate it: a short trial
-    fit (config.horizon_search_steps) at each of HORIZON_CANDIDATES, keeping the one whose reconstruction is best.
-    Raises ValueError for a horizon outside [0, 1]."""
+    Before fitting, a search without gradients picks where to start: for each candidate horizon (the given one, or
+    HORIZON_CANDIDATES when `horizon` is None) and each of config.starts styles (`start_styles`), one forward pass
+    scores the reconstruction; the best pair is fitted. horizon: the photo's horizon row as a fraction of its height
+    (0 = top). Raises ValueError for a horizon outside [0, 1]."""
     candidates = HORIZON_CANDIDATES if horizon is None else (float(horizon),)
-    trial_steps = config.horizon_search_steps if len(candidates) > 1 else 0
-    total = trial_steps * len(candidates) + config.steps
-    done = 0
-
-    def report_progress(step: int, steps: int) -> None:
-        if progress is not None:
-            progress(done + step, total)
+    started = time.perf_counter()
 
     def placed(at: float):
         if alpha is None:
@@ -252,23 +275,35 @@ def outpaint_photo(
             return resized, footprint, None
         return place_photo(photo, scene_height, at, alpha)
 
-    started = time.perf_counter()
+    starts = [start_styles(generator, spec, index) for index in range(max(1, config.starts))]
+    base = World(generator, spec)
+    best: tuple[float, float, int] | None = None  # (loss, horizon, start)
     scores: list[tuple[float, float]] = []
-    if trial_steps:
-        trial = dataclasses.replace(config, steps=trial_steps)
+    with torch.no_grad():
         for candidate in candidates:
             resized, footprint, opacity = placed(candidate)
-            _, trial_report = invert_photo(generator, spec, resized, footprint, trial, report_progress, opacity)
-            scores.append((candidate, trial_report.reconstruction_psnr))
-            done += trial_steps
-        best = max(scores, key=lambda pair: pair[1])[0]
-    else:
-        best = candidates[0]
-    resized, footprint, opacity = placed(best)
-    anchor, report = invert_photo(generator, spec, resized, footprint, config, report_progress, opacity)
-    anchor.metadata.update({"horizon": best, "horizon_scores": scores})
+            target, mask = _target(resized, opacity)
+            wy, wx = inversion_windows(generator.geometry, footprint, config)
+            anchor = _initial_anchor(base, resized, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
+            world = World(generator, spec, anchor)
+            top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
+            candidate_best = math.inf
+            for index, (structure, texture) in enumerate(starts):
+                anchor.structure_style, anchor.texture_styles = structure, texture
+                image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
+                fitted = image[..., top : top + footprint.height, left : left + footprint.width]
+                loss = float(_data_loss(fitted, target, mask, config))
+                candidate_best = min(candidate_best, loss)
+                if best is None or loss < best[0]:
+                    best = (loss, candidate, index)
+            scores.append((candidate, candidate_best))
+    assert best is not None
+    _, chosen, index = best
+    resized, footprint, opacity = placed(chosen)
+    anchor, report = invert_photo(generator, spec, resized, footprint, config, progress, opacity, start=starts[index])
+    anchor.metadata.update({"horizon": chosen, "start": index, "horizon_scores": scores})
     return anchor, dataclasses.replace(
-        report, seconds=time.perf_counter() - started, horizon=best, horizon_scores=tuple(scores)
+        report, seconds=time.perf_counter() - started, horizon=chosen, horizon_scores=tuple(scores)
     )
 
 

@@ -136,18 +136,23 @@ def test_the_same_photo_inverts_to_the_same_anchor():
     assert np.array_equal(runs[0].weight, runs[1].weight)
 
 
-def test_the_horizon_is_estimated_by_trial_fits_or_taken_as_given():
-    from infinitygan.invert import HORIZON_CANDIDATES, outpaint_photo
+def test_the_horizon_and_start_are_searched_before_fitting_or_the_horizon_taken_as_given():
+    from infinitygan.invert import HORIZON_CANDIDATES, outpaint_photo, start_styles
 
     generator = lively_tiny_generator()
     rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
-    config = InversionConfig(steps=2, horizon_search_steps=2)
+    config = InversionConfig(steps=2, starts=3)
     anchor, report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config)
     assert report.horizon in HORIZON_CANDIDATES and len(report.horizon_scores) == len(HORIZON_CANDIDATES)
-    assert report.horizon == max(report.horizon_scores, key=lambda pair: pair[1])[0]
-    assert anchor.footprint.y == -round(report.horizon * 128)
+    assert report.horizon == min(report.horizon_scores, key=lambda pair: pair[1])[0]
+    assert anchor.footprint.y == -round(report.horizon * 128) and anchor.metadata["start"] in (0, 1, 2)
     given, given_report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config, horizon=0.3)
-    assert given_report.horizon == 0.3 and given.footprint.y == -38 and given_report.horizon_scores == ()
+    assert given_report.horizon == 0.3 and given.footprint.y == -38 and len(given_report.horizon_scores) == 1
+    # Starts are reproducible functions of the world: 0 is the world's own styles, others hashed from its seed.
+    own, other = start_styles(generator, WorldSpec(seed=3), 0), start_styles(generator, WorldSpec(seed=3), 1)
+    assert torch.equal(own[0], World(generator, WorldSpec(seed=3)).structure_style[0])
+    assert not torch.equal(own[1], other[1])
+    assert torch.equal(other[1], start_styles(generator, WorldSpec(seed=3), 1)[1])
 
 
 def test_anchors_of_the_first_format_still_load_and_render():
