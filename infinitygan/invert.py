@@ -307,6 +307,13 @@ def outpaint_photo(
     )
 
 
+def _box_blur(image: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2 radius + 1)^2 box, clipped at the border; separable, so O(radius) per pixel."""
+    size = 2 * radius + 1
+    rows = F.avg_pool2d(image, (1, size), stride=1, padding=(0, radius), count_include_pad=False)
+    return F.avg_pool2d(rows, (size, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+
+
 def _distance_inside(inside: torch.Tensor, limit: int) -> torch.Tensor:
     """(H, W) float distance in px (octagonal metric, capped at `limit`) from each inside pixel to the nearest
     pixel that is not inside, the area beyond the image's border counting as outside."""
@@ -342,8 +349,7 @@ def confidence_weight(
         weight_t = torch.from_numpy(opaque)[None, None]
         radius = max(1, config.max_band_px // 2)
         for _ in range(2):  # two box blurs ~ a Gaussian; normalised by the opaque share so holes do not dilute it
-            error_t = F.avg_pool2d(error_t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-            weight_t = F.avg_pool2d(weight_t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+            error_t, weight_t = _box_blur(error_t, radius), _box_blur(weight_t, radius)
         local_error = (error_t / weight_t.clamp_min(1e-6))[0, 0].numpy()
         distance = _distance_inside(torch.from_numpy(opaque >= 0.5), config.max_band_px + 1).numpy()
     widest = max(config.min_band_px, min(config.max_band_px, min(photo.shape[:2]) // 6))  # the photo stays shown
