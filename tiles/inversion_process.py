@@ -112,11 +112,18 @@ def _init_child(generator: Generator, scene_height: int, limit_mb: float, thread
     resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
 
 
+# How torch reports a failed allocation: its CPU allocator, oneDNN (which cannot build a kernel without scratch
+# memory), and C++'s bad_alloc.
+ALLOCATION_FAILURES = ("allocate memory", "could not create a primitive", "bad_alloc", "out of memory")
+
+
 def _out_of_memory(exc: BaseException | None) -> bool:
     """Whether a failed allocation caused exc (also when it surfaced as another error, e.g. in a lazy import)."""
     seen = 0
     while exc is not None and seen < 16:
-        if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate memory" in str(exc)):
+        if isinstance(exc, MemoryError) or (
+            isinstance(exc, RuntimeError) and any(text in str(exc) for text in ALLOCATION_FAILURES)
+        ):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

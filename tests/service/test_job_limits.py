@@ -107,9 +107,9 @@ def test_a_running_job_past_its_memory_limit_fails_and_the_next_job_runs(tiny_ge
     from tiles.inversion_process import InversionJob, InversionProcess, JobMemoryExceeded
 
     job = InversionJob(png(1024, 256), seed=1, psi=0.8, quality="fast", steps=2, max_aspect=4.0, horizon=0.5)
-    tight = InversionProcess(tiny_generator, 256, limit_mb=64, threads=1)
+    tight = InversionProcess(tiny_generator, 256, limit_mb=128, threads=1)
     try:
-        with pytest.raises(JobMemoryExceeded, match="memory limit of 64 MB"):
+        with pytest.raises(JobMemoryExceeded, match="memory limit of 128 MB"):
             tight.run(job)
         assert tight.pid() is None  # recycled: the next job gets a fresh heap
     finally:
