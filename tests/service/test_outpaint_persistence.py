@@ -34,11 +34,14 @@ def without_urls(job: dict) -> dict:
 
 
 def photo_pixels_inside_tile(client: httpx.Client, world_id: str, job: dict) -> None:
-    """Tile (5, -1, 0) holds part of the photo: deep inside the footprint it must be the photo's own pixels."""
+    """Tile (5, -1, 0) holds part of the photo: deep inside the footprint (past the widest band over which the photo
+    fades in, a sixth of its height) it must be the photo's own pixels."""
     fp = job["result"]["footprint"]
-    photo, _ = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), fp["height"])
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
+    photo, footprint = place_photo(rgb, fp["height"], job["result"]["horizon"])
+    assert (footprint.x, footprint.y) == (fp["x"], fp["y"])
     tile = decode(client.get(f"/worlds/{world_id}/tiles/5/-1/0.png").content)  # world x [-256, 0), y [0, 256)
-    margin = 16  # past the feather band
+    margin = fp["height"] // 6 + 2
     x0, y1 = fp["x"] + margin, fp["y"] + fp["height"] - margin
     served = tile[0:y1, x0 + 256 : 256 - margin]
     expected = photo[-fp["y"] : y1 - fp["y"], x0 - fp["x"] : -fp["x"] - margin]
