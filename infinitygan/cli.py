@@ -318,12 +318,58 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_eval)
 
 
+def _cmd_distill(args: argparse.Namespace) -> None:
+    import torch
+
+    from infinitygan.checkpoint import load_generator
+    from infinitygan.distill import DistillConfig, DistillError, distill
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher = load_generator(args.teacher)
+    config = DistillConfig(
+        student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed
+    )
+    if args.max_steps is None and args.max_minutes is None:
+        raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
+    try:
+        run = distill(
+            teacher, Path(args.out), config, max_steps=args.max_steps, max_minutes=args.max_minutes,
+            save_every=args.save_every,
+        )  # fmt: skip
+    except DistillError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"student at {Path(args.out) / 'student.safetensors'}: step {run.step_count}, {run.seconds / 60:.1f} min")
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distil a MobileStyleGAN student from a teacher generator (resumes the run in --out)",
+        description="Train a student (depthwise-separable G_T, the teacher's mapping and G_S) to render what the "
+        "teacher renders. An existing run in --out is resumed with its own settings.",
+    )
+    p.add_argument("--teacher", required=True, help="teacher generator checkpoint")
+    p.add_argument("--out", required=True, help="run folder: student.safetensors and state/")
+    p.add_argument("--preset", default="small-mobile", help="student preset (a new run only)")
+    p.add_argument("--max-steps", type=_int, default=None, help="stop at this many steps in total")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (this call)")
+    p.add_argument("--batch", type=_int, default=4)
+    p.add_argument("--cells", type=_int, default=12, help="z_S cells per training window side")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
+    p.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
+    p.set_defaults(handler=_cmd_distill)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_init,
     _add_data,
     _add_train,
     _add_eval,
+    _add_distill,
 ]
 
 

@@ -9,6 +9,8 @@ from typing import Literal
 
 Upsampler = Literal["transposed", "haar"]
 UPSAMPLERS: tuple[str, ...] = ("transposed", "haar")
+TextureConv = Literal["full", "separable"]
+TEXTURE_CONVS: tuple[str, ...] = ("full", "separable")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class GeneratorConfig:
     wavelet_output: SWAGAN's generator: the last stage predicts the four Haar bands of the image at its own resolution
         and the image is their inverse Haar transform, so the features stop at half the output resolution and the
         latent cell is 2^(k+1) pixels for k stages.
+    texture_conv: G_T's 3x3 convs: "full" (StyleGAN2's modulated conv) or "separable" (MobileStyleGAN's
+        depthwise-separable modulated conv with demodulation fusion, for distilled students).
     """
 
     preset: str
@@ -45,10 +49,13 @@ class GeneratorConfig:
     coord_period_cells: int = 139
     vertical_gain: float = 0.3
     wavelet_output: bool = False
+    texture_conv: TextureConv = "full"
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
+        if self.texture_conv not in TEXTURE_CONVS:
+            raise ValueError(f"texture_conv must be one of {TEXTURE_CONVS}, got {self.texture_conv!r}")
         if self.structure_kernel % 2 == 0:
             raise ValueError("structure_kernel must be odd so margins are symmetric")
         if not self.texture_widths:
@@ -91,6 +98,19 @@ PRESETS: dict[str, GeneratorConfig] = {
         structure_width=12,
         texture_widths=(16, 16, 16, 8),
     ),
+    # Tests: the MobileStyleGAN student shape of "tiny" (its mapping and G_S, a separable wavelet G_T).
+    "tiny-mobile": GeneratorConfig(
+        preset="tiny-mobile",
+        global_dim=32,
+        w_dim=32,
+        mapping_layers=2,
+        local_dim=8,
+        structure_width=12,
+        texture_widths=(16, 16, 8),
+        upsampler="haar",
+        wavelet_output=True,
+        texture_conv="separable",
+    ),
     # CPU serving: at most ~5 GFLOP per 256x256 tile (bench/bench_generator.py counts it).
     "small": GeneratorConfig(
         preset="small",
@@ -111,6 +131,20 @@ PRESETS: dict[str, GeneratorConfig] = {
         structure_width=48,
         texture_widths=(64, 64, 48),
         wavelet_output=True,
+    ),
+    # MobileStyleGAN student of "small": the same mapping network and G_S (copied from the teacher), a G_T of
+    # depthwise-separable modulated convs with inverse-Haar upsampling and a wavelet output (same 16 px latent cell).
+    "small-mobile": GeneratorConfig(
+        preset="small-mobile",
+        global_dim=128,
+        w_dim=128,
+        mapping_layers=4,
+        local_dim=32,
+        structure_width=48,
+        texture_widths=(64, 48, 32),
+        upsampler="haar",
+        wavelet_output=True,
+        texture_conv="separable",
     ),
     # GPU training.
     "base": GeneratorConfig(

@@ -19,6 +19,7 @@ from infinitygan.layers import (
     HaarUpsampleConv,
     MappingNetwork,
     ModulatedConv2d,
+    SeparableModulatedConv2d,
     StyledLayer,
     ToRGB,
     TransposedSkipUpsample,
@@ -70,13 +71,16 @@ class StructureSynthesizer(nn.Module):
 class TextureStage(nn.Module):
     """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, upsampler: str, *, wavelets: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, upsampler: str, *, wavelets: bool, conv: str = "full"
+    ) -> None:
         super().__init__()
         up_conv = (TransposedUpsampleConv if upsampler == "transposed" else HaarUpsampleConv)(
             in_channels, out_channels, w_dim
         )
         self.up = StyledLayer(up_conv, out_channels)
-        self.conv = StyledLayer(ModulatedConv2d(out_channels, out_channels, 3, w_dim), out_channels)
+        conv_type = SeparableModulatedConv2d if conv == "separable" else ModulatedConv2d
+        self.conv = StyledLayer(conv_type(out_channels, out_channels, 3, w_dim), out_channels)
         self.to_rgb = ToRGB(out_channels, w_dim, out_channels=12 if wavelets else 3)
 
 
@@ -93,7 +97,12 @@ class TextureSynthesizer(nn.Module):
         last = config.stages - 1
         self.stages = nn.ModuleList(
             TextureStage(
-                widths[i], widths[i + 1], config.w_dim, config.upsampler, wavelets=config.wavelet_output and i == last
+                widths[i],
+                widths[i + 1],
+                config.w_dim,
+                config.upsampler,
+                wavelets=config.wavelet_output and i == last,
+                conv=config.texture_conv,
             )
             for i in range(config.stages)
         )

@@ -164,6 +164,44 @@ class ModulatedConv2d(nn.Module):
         return out
 
 
+class SeparableModulatedConv2d(nn.Module):
+    """MobileStyleGAN's depthwise-separable modulated convolution (Belousov 2021): per-input-channel style scale,
+    depthwise k x k valid conv, pointwise 1x1 conv, demodulation.
+
+    The demodulation depends on the weights only (d_o = 1 / sqrt(sum_i |w_dw,i|^2 w_pw,oi^2 + eps), MobileStyleGAN's
+    demodulation fusion), so at inference it folds into the pointwise weights (`fused_pointwise`), and for a fixed
+    style vector the modulation folds into the depthwise weights: one depthwise and one pointwise conv per layer.
+    Same margin as a full k x k valid conv (k // 2 per side), so a student keeps its teacher's geometry algebra;
+    about k^2 C_out / (k^2 + C_out) times fewer MACs. Takes a style vector (B, D) or a per-location map.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Parameter(torch.randn(in_channels, 1, kernel_size, kernel_size))
+        self.pointwise = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.affine = StyleAffine(style_dim, in_channels)
+        self.depthwise_gain = 1.0 / math.sqrt(kernel_size * kernel_size)
+        self.pointwise_gain = 1.0 / math.sqrt(in_channels)
+        self.kernel_size = kernel_size
+
+    def fused_pointwise(self) -> torch.Tensor:
+        """(out, in, 1, 1) pointwise weights with the gains and the (weights-only) demodulation folded in."""
+        depthwise = self.depthwise * self.depthwise_gain
+        pointwise = self.pointwise * self.pointwise_gain
+        energy = pointwise[:, :, 0, 0].pow(2) @ depthwise.pow(2).sum(dim=(1, 2, 3))  # (out,)
+        return pointwise * torch.rsqrt(energy + DEMOD_EPS)[:, None, None, None]
+
+    def style_scale(self, style: torch.Tensor) -> torch.Tensor:
+        """The per-channel modulation, normalised to unit RMS over channels (per sample or per location): what the
+        full demodulation divides out, so a weights-only demodulation keeps activations at unit scale."""
+        s = self.affine(style)
+        return s * torch.rsqrt(s.pow(2).mean(dim=1, keepdim=True) + DEMOD_EPS)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(x * self.style_scale(style), self.depthwise * self.depthwise_gain, groups=x.shape[1])
+        return F.conv2d(out, self.fused_pointwise())
+
+
 class TransposedUpsampleConv(ModulatedConv2d):
     """InfinityGAN's padding-free upsampling: modulated 3x3 transposed conv, stride 2 (H -> 2H+1), crop the
     outermost pixel on each side (it lacks one of its inputs: keeping it breaks tiling), then a valid [1,2,1]^2 blur.

@@ -1,0 +1,294 @@
+"""MobileStyleGAN distillation (Belousov 2021): a student generator learns to render what its teacher renders.
+
+The student (e.g. preset "small-mobile") keeps the teacher's mapping network and structure synthesizer G_S, copied
+and frozen, so both see exactly the same z_g, w, z_l, coordinates and z_S for a window; only the student's texture
+synthesizer G_T (depthwise-separable modulated convs, inverse-Haar upsampling, a wavelet output) is trained. Losses
+compare the student's output with the teacher's on the world pixels both cover: L1 over an image pyramid (pixel
+space, 3 scales), L1 over the Haar bands (wavelet space), and a non-saturating adversarial term from a wavelet
+discriminator that sees teacher renders as real (no downloaded perceptual network).
+
+The two generators' pixel grids may sit half a pixel apart (the inverse Haar transform centres its pixels between
+the teacher's): `align` resamples the teacher's render onto the student's pixel positions (a 2x2 mean for a half
+pixel), exactly, from the two geometries.
+
+A run lives in a folder like training runs: `student.safetensors` (a generator checkpoint any tool loads) and
+`state/` (student, discriminator, optimisers, step, RNG) written atomically, so `distill --out` on an existing
+folder resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from infinitygan.checkpoint import LoadedGenerator, save_generator
+from infinitygan.config import preset_config
+from infinitygan.discriminator import Discriminator
+from infinitygan.generator import Generator, WindowInputs
+from infinitygan.sampling import sample_coords, sample_local, sample_noises
+from infinitygan.wavelets import haar_dwt
+
+STATE_DIR = "state"
+STUDENT_FILE = "student.safetensors"
+SHARED_PREFIXES = ("mapping.", "structure.")
+
+
+class DistillError(Exception):
+    """A distillation that cannot run as asked (mismatched teacher and student, a foreign run folder)."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student_preset: str = "small-mobile"
+    batch: int = 4
+    cells: int = 12  # z_S cells per window side (both generators render the same window)
+    lr: float = 2e-3
+    pyramid_weight: float = 1.0
+    wavelet_weight: float = 1.0
+    adversarial_weight: float = 0.05
+    psi_range: tuple[float, float] = (0.6, 1.0)  # truncation sampled per batch: the student serves psi < 1 worlds
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def build_student(teacher: Generator, preset: str, *, init_seed: int = 0) -> Generator:
+    """A student of `preset` with the teacher's mapping network and G_S copied in and frozen.
+
+    Raises DistillError unless both share the latent cell size and the mapping/G_S shapes."""
+    config = preset_config(preset)
+    if config.cell_px != teacher.config.cell_px:
+        raise DistillError(f"student cell {config.cell_px} px != teacher cell {teacher.config.cell_px} px")
+    torch.manual_seed(init_seed)
+    student = Generator(config)
+    shared = {k: v for k, v in teacher.state_dict().items() if k.startswith(SHARED_PREFIXES)}
+    own = student.state_dict()
+    mismatched = [k for k, v in shared.items() if k not in own or own[k].shape != v.shape]
+    if mismatched:
+        raise DistillError(f"the student's mapping/G_S do not match the teacher's: {mismatched[:3]}")
+    student.load_state_dict(shared, strict=False)
+    for name, parameter in student.named_parameters():
+        parameter.requires_grad_(not name.startswith(SHARED_PREFIXES))
+    return student
+
+
+def pixel_shift(teacher: Generator, student: Generator) -> Fraction:
+    """Where the student's output pixel 0 sits in the teacher's output pixels, for the same z_S window."""
+    return student.geometry.output_origin - teacher.geometry.output_origin
+
+
+def align(teacher_image: torch.Tensor, student_image: torch.Tensor, shift: Fraction):
+    """(teacher, student) crops covering the same world positions: the teacher resampled onto the student's pixel
+    centres (shift's fractional part 0 or 1/2), both cut to their overlap. Raises DistillError for other shifts."""
+    whole = math.floor(shift)
+    frac = shift - whole
+    if frac == Fraction(1, 2):
+        teacher_image = F.avg_pool2d(teacher_image, 2, stride=1)  # the mean of the 2x2 around a half-pixel position
+    elif frac != 0:
+        raise DistillError(f"cannot align pixel grids {float(frac)} px apart")
+    # Student element i <-> teacher element i + whole.
+    start = max(0, -whole)
+    stop = min(student_image.shape[-1], teacher_image.shape[-1] - whole)
+    if stop - start < 8:
+        raise DistillError("the window is too small for the two outputs to overlap")
+    t = teacher_image[..., start + whole : stop + whole, start + whole : stop + whole]
+    s = student_image[..., start:stop, start:stop]
+    return t, s
+
+
+def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    loss = a.new_zeros(())
+    for _ in range(levels):
+        loss = loss + (a - b).abs().mean()
+        if min(a.shape[-2:]) < 8:
+            break
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return loss
+
+
+def wavelet_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    even = a.shape[-1] - a.shape[-1] % 2
+    return (haar_dwt(a[..., :even, :even]) - haar_dwt(b[..., :even, :even])).abs().mean()
+
+
+class Distiller:
+    """One distillation run: `step()` trains once; `save(out)` / `Distiller.resume(out, teacher)` persist it."""
+
+    def __init__(self, teacher: LoadedGenerator, config: DistillConfig, student: Generator | None = None) -> None:
+        self.teacher_model = teacher
+        self.teacher = teacher.generator.eval().requires_grad_(False)
+        self.config = config
+        self.student = student if student is not None else build_student(self.teacher, config.student_preset)
+        self.shift = pixel_shift(self.teacher, self.student)
+        probe = self._render_pair(self._inputs(torch.Generator().manual_seed(0), 1), 1.0)[0]
+        self.patch = probe.shape[-1]
+        self.discriminator = Discriminator(self.patch, wavelet_input=True)
+        trainable = [p for p in self.student.parameters() if p.requires_grad]
+        self.g_opt = torch.optim.Adam(trainable, lr=config.lr, betas=(0.0, 0.99))
+        self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=(0.0, 0.99))
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.step_count = 0
+        self.seconds = 0.0
+        self.last: dict[str, float] = {}
+
+    # ---- inputs ----------------------------------------------------------------------------------------------------
+    def _inputs(self, rng: torch.Generator, batch: int) -> tuple[WindowInputs, WindowInputs, torch.Tensor]:
+        """Shared z_l and coordinates, each generator's own noise images (their layers differ), and z_g."""
+        cells = self.config.cells
+        top_px = (torch.rand(batch, generator=rng) - 0.5) * 4 * self.teacher.geometry.cell_px * cells
+        coords = sample_coords(self.teacher, top_px, cells, rng, jitter=True)
+        local = sample_local(self.teacher, batch, cells, rng)
+        z_global = torch.randn(batch, self.teacher.config.global_dim, generator=rng)
+        teacher_inputs = WindowInputs(local, coords, sample_noises(self.teacher, batch, cells, rng))
+        student_inputs = WindowInputs(local, coords, sample_noises(self.student, batch, cells, rng))
+        return teacher_inputs, student_inputs, z_global
+
+    def _render_pair(self, inputs, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher_inputs, student_inputs, z_global = inputs
+        with torch.no_grad():
+            target = self.teacher(teacher_inputs, z_global * psi, self.teacher.texture_styles(z_global, psi=psi))
+            student_styles = self.student.texture_styles(z_global, psi=psi)  # the same w: mapping is shared
+        image = self.student(student_inputs, z_global * psi, student_styles)
+        return align(target, image, self.shift)
+
+    # ---- one step --------------------------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        started = time.perf_counter()
+        config = self.config
+        low, high = config.psi_range
+        psi = low + (high - low) * float(torch.rand((), generator=self.rng))
+        target, image = self._render_pair(self._inputs(self.rng, config.batch), psi)
+
+        losses: dict[str, float] = {}
+        if config.adversarial_weight > 0:
+            real_logit, _ = self.discriminator(target)
+            fake_logit, _ = self.discriminator(image.detach())
+            d_loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_opt.step()
+            losses["d"] = float(d_loss.detach())
+
+        pixel = pyramid_l1(image, target)
+        wavelet = wavelet_l1(image, target)
+        loss = config.pyramid_weight * pixel + config.wavelet_weight * wavelet
+        if config.adversarial_weight > 0:
+            self.discriminator.requires_grad_(False)
+            adversarial = F.softplus(-self.discriminator(image)[0]).mean()
+            self.discriminator.requires_grad_(True)
+            loss = loss + config.adversarial_weight * adversarial
+            losses["g_adv"] = float(adversarial.detach())
+        self.g_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_opt.step()
+        losses.update(pixel=float(pixel.detach()), wavelet=float(wavelet.detach()), loss=float(loss.detach()), psi=psi)
+        self.step_count += 1
+        self.seconds += time.perf_counter() - started
+        self.last = losses
+        return losses
+
+    # ---- persistence -----------------------------------------------------------------------------------------------
+    def save(self, out: Path) -> Path:
+        """Write the student checkpoint and the exact resume state into `out`, atomically; returns the checkpoint."""
+        out.mkdir(parents=True, exist_ok=True)
+        student_path = save_generator(
+            self.student,
+            out / STUDENT_FILE,
+            metadata={
+                "scene_height": self.teacher_model.scene_height,
+                "distilled_from": self.teacher_model.model_hash,
+                "distill_config": self.config.to_json(),
+                "distill_steps": self.step_count,
+                "distill_seconds": round(self.seconds, 1),
+            },
+        )
+        state = out / STATE_DIR
+        state.mkdir(exist_ok=True)
+        tensors = {f"student.{k}": v.contiguous() for k, v in self.student.state_dict().items()}
+        tensors.update({f"d.{k}": v.contiguous() for k, v in self.discriminator.state_dict().items()})
+        tensors["rng"] = self.rng.get_state()
+        optimisers = {}
+        for name, optimizer in (("g_opt", self.g_opt), ("d_opt", self.d_opt)):
+            saved = optimizer.state_dict()
+            for index, entry in saved["state"].items():
+                for key, value in entry.items():
+                    if isinstance(value, torch.Tensor):
+                        tensors[f"{name}.{index}.{key}"] = value.contiguous()
+            optimisers[name] = saved["param_groups"]
+        meta = {
+            "config": self.config.to_json(),
+            "teacher": self.teacher_model.model_hash,
+            "step": str(self.step_count),
+            "seconds": repr(self.seconds),
+            "optimisers": json.dumps(optimisers),
+        }
+        temporary = state / "tensors.safetensors.tmp"
+        save_file(tensors, str(temporary), metadata=meta)
+        os.replace(temporary, state / "tensors.safetensors")
+        return student_path
+
+    @classmethod
+    def resume(cls, out: Path, teacher: LoadedGenerator) -> Distiller:
+        """The run saved in `out`; raises DistillError when it was distilled from another teacher."""
+        path = out / STATE_DIR / "tensors.safetensors"
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))["__metadata__"]
+        if header["teacher"] != teacher.model_hash:
+            raise DistillError(f"{out} distils teacher {header['teacher']}, not {teacher.model_hash}")
+        raw = json.loads(header["config"])
+        raw["psi_range"] = tuple(raw["psi_range"])
+        run = cls(teacher, DistillConfig(**raw))
+        tensors = load_file(str(path))
+        run.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student.")})
+        run.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+        run.rng.set_state(tensors["rng"])
+        optimisers = json.loads(header["optimisers"])
+        for name, optimizer in (("g_opt", run.g_opt), ("d_opt", run.d_opt)):
+            state: dict[int, dict] = {}
+            prefix = f"{name}."
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    index, field = key[len(prefix) :].split(".", 1)
+                    state.setdefault(int(index), {})[field] = value
+            optimizer.load_state_dict({"state": state, "param_groups": optimisers[name]})
+        run.step_count = int(header["step"])
+        run.seconds = float(header["seconds"])
+        return run
+
+
+def distill(
+    teacher: LoadedGenerator,
+    out: Path,
+    config: DistillConfig | None = None,
+    *,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    save_every: int = 200,
+    log=print,
+) -> Distiller:
+    """Run (or resume, when `out` holds a run) until max_steps in total or max_minutes in this call."""
+    out = Path(out)
+    if (out / STATE_DIR / "tensors.safetensors").exists():
+        run = Distiller.resume(out, teacher)
+        log(f"resumed {out} at step {run.step_count}")
+    else:
+        run = Distiller(teacher, config or DistillConfig())
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    while (max_steps is None or run.step_count < max_steps) and (deadline is None or time.monotonic() < deadline):
+        losses = run.step()
+        if run.step_count % save_every == 0:
+            run.save(out)
+            log(f"step {run.step_count}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))
+    run.save(out)
+    return run

@@ -1,0 +1,121 @@
+"""The MobileStyleGAN student: its separable modulated conv, its world's seams, and distillation (resumable, and it
+learns)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infinitygan import World, WorldSpec, build_generator, load_generator, render_region
+from infinitygan.checkpoint import LoadedGenerator, save_generator
+from infinitygan.distill import DistillConfig, Distiller, DistillError, build_student, distill
+from infinitygan.layers import SeparableModulatedConv2d
+from tests.model_fixtures import lively_tiny_generator
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = DistillConfig(student_preset="tiny-mobile", batch=2, cells=10, lr=5e-3, seed=3)
+
+
+def test_separable_conv_folds_its_demodulation_into_the_pointwise_weights_and_keeps_the_margin():
+    torch.manual_seed(0)
+    conv = SeparableModulatedConv2d(8, 12, 3, 16)
+    x, style = torch.randn(2, 8, 20, 20), torch.randn(2, 16)
+    out = conv(x, style)
+    assert out.shape == (2, 12, 18, 18)  # a valid 3x3: one pixel per side, like the full modulated conv
+    # Explicitly: modulate, depthwise, pointwise, then divide each output channel by its weight energy.
+    s = conv.style_scale(style)
+    depthwise = conv.depthwise * conv.depthwise_gain
+    pointwise = conv.pointwise * conv.pointwise_gain
+    plain = F.conv2d(F.conv2d(x * s, depthwise, groups=8), pointwise)
+    energy = (pointwise[:, :, 0, 0].pow(2) * depthwise.pow(2).sum(dim=(1, 2, 3))[None]).sum(dim=1)
+    assert torch.allclose(out, plain / torch.sqrt(energy + 1e-8)[None, :, None, None], atol=1e-5)
+    # For a fixed style vector the modulation folds into the depthwise weights: one depthwise + one pointwise conv.
+    folded = (depthwise * s[0, :, 0, 0, None, None, None]).clone()
+    assert torch.allclose(F.conv2d(F.conv2d(x[:1], folded, groups=8), conv.fused_pointwise()), out[:1], atol=1e-5)
+    # Unit-RMS modulation: scaling the style's affine output does not change the result.
+    assert torch.allclose(conv.style_scale(style).pow(2).mean(dim=1), torch.ones(2, 1, 1), atol=1e-4)
+
+
+def test_the_student_keeps_the_teachers_mapping_and_structure_and_trains_only_its_texture():
+    teacher = lively_tiny_generator()
+    student = build_student(teacher, "tiny-mobile")
+    for name, tensor in teacher.state_dict().items():
+        if name.startswith(("mapping.", "structure.")):
+            assert torch.equal(student.state_dict()[name], tensor), name
+    trainable = {name for name, p in student.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("texture.") for name in trainable)
+    with pytest.raises(DistillError, match="do not match"):
+        build_student(teacher, "small-mobile")  # the same cell size, but another mapping network and G_S
+
+
+def test_a_student_world_is_seamless_and_reproducible():
+    """Any tile renders alone and stitches exactly: a 512 render equals its four 256 quarters, bit for bit."""
+    student = build_student(lively_tiny_generator(), "tiny-mobile")
+    with torch.no_grad():
+        for name, parameter in student.named_parameters():
+            if name.endswith("noise.strength"):
+                parameter.fill_(0.2)  # noise must matter, so a misaligned noise image would show
+    world = World(student, WorldSpec(seed=5))
+    whole = render_region(world, -256, -256, 512, 512)
+    for dy in (0, 256):
+        for dx in (0, 256):
+            quarter = render_region(World(student, WorldSpec(seed=5)), -256 + dx, -256 + dy, 256, 256)
+            assert np.array_equal(whole[dy : dy + 256, dx : dx + 256], quarter)
+
+
+def teacher_model() -> LoadedGenerator:
+    return LoadedGenerator.in_memory(lively_tiny_generator())
+
+
+def test_distillation_resumes_exactly(tmp_path: Path):
+    teacher = teacher_model()
+    straight = distill(teacher, tmp_path / "straight", TINY, max_steps=4, save_every=100, log=lambda _: None)
+    distill(teacher, tmp_path / "resumed", TINY, max_steps=2, save_every=100, log=lambda _: None)
+    resumed = distill(teacher, tmp_path / "resumed", TINY, max_steps=4, save_every=100, log=lambda _: None)
+    assert resumed.step_count == straight.step_count == 4
+    for name, tensor in straight.student.state_dict().items():
+        assert torch.equal(resumed.student.state_dict()[name], tensor), name
+    saved = load_generator(tmp_path / "resumed" / "student.safetensors")
+    assert saved.metadata["distilled_from"] == teacher.model_hash and saved.metadata["distill_steps"] == 4
+    other = LoadedGenerator.in_memory(build_generator("tiny", init_seed=9))
+    with pytest.raises(DistillError, match="distils teacher"):
+        Distiller.resume(tmp_path / "resumed", other)
+
+
+def test_distillation_brings_the_student_closer_to_its_teacher():
+    run = Distiller(teacher_model(), TINY)
+    probe = torch.Generator().manual_seed(123)
+    inputs = run._inputs(probe, 4)
+
+    def distance() -> float:
+        with torch.no_grad():
+            target, image = run._render_pair(inputs, 0.8)
+            return float((target - image).abs().mean())
+
+    before = distance()
+    for _ in range(40):
+        run.step()
+    after = distance()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_path: Path):
+    teacher = save_generator(lively_tiny_generator(), tmp_path / "teacher.safetensors")
+    base = [sys.executable, "-m", "app.cli", "distill", "--teacher", str(teacher), "--out", str(tmp_path / "run")]
+    refused = subprocess.run(base, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0 and "--max-steps or --max-minutes" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    done = subprocess.run(
+        [*base, "--preset", "tiny-mobile", "--max-steps", "2", "--batch", "1", "--cells", "10"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    student = load_generator(tmp_path / "run" / "student.safetensors")
+    assert student.generator.config.texture_conv == "separable"
+    assert render_region(World(student.generator, WorldSpec(seed=1)), 0, 0, 64, 64).shape == (64, 64, 3)
