@@ -115,13 +115,16 @@ class OutpaintWorker:
     async def stop(self) -> None:
         """Stop taking jobs; a running inversion stops at its next step and its job goes back to the queue."""
         self._stopping = True
+        log.info("%s: stopping", self.name)
         for process in self._processes:
             process.interrupt()
         for task in self._tasks:
             if task.get_name().endswith("reaper"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("%s: slots stopped; closing the inversion processes", self.name)
         await asyncio.to_thread(self._close_processes)
+        log.info("%s: stopped", self.name)
 
     def _close_processes(self) -> None:
         for process in self._processes:

@@ -107,7 +107,10 @@ def test_a_job_whose_worker_process_is_killed_is_retried_by_another(tiny_model: 
             assert client.get(f"/worlds/{job['result']['world_id']}/tiles/5/0/0.png").status_code == 200
 
             workers[1].send_signal(signal.SIGTERM)
-            assert workers[1].wait(timeout=60) == 0
+            try:
+                assert workers[1].wait(timeout=120) == 0, log.read_text()
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the worker did not stop on SIGTERM:\n{log.read_text()}") from None
             assert "worker stopped after 1 jobs" in log.read_text()
         with redis.Redis.from_url(redis_server.url) as r:
             assert r.keys("outpaint:*") == []  # queue and processing lists are empty (Redis drops empty lists)
