@@ -38,6 +38,16 @@ def photos() -> list[Path]:
     return found + [PHOTOS / name for name in BENCH_PHOTOS]
 
 
+def recorded_horizon(path: Path) -> float | None:
+    """The horizon the recipe records for this photo (the bench photos are recipe photos too), if any."""
+    from infinitygan.recipe import LANDSCAPE_RECIPE
+
+    for item in LANDSCAPE_RECIPE:
+        if path.stem.startswith(item.output_stem.split("_by_")[0]):
+            return item.horizon
+    return None
+
+
 def load_photo(path: Path, max_side: int = 1024) -> np.ndarray:
     """The photo as an upload would be: RGB, at most max_side wide (the evaluation photos are several MP)."""
     image = Image.open(path).convert("RGB")
@@ -67,7 +77,8 @@ def main() -> None:
         which = "UNTRAINED small generator (no shipped model found)"
     generator, scene_height = model.generator, model.scene_height
     print(f"model: {which}; scene height {scene_height} px; {torch.get_num_threads()} threads")
-    header = f"{'photo':<34} {'quality':<7} {'steps':>5} {'seconds':>8} {'PSNR':>8} {'horizon':>8} {'continuation':>13}"
+    header = f"{'photo':<34} {'quality':<7} {'steps':>5} {'seconds':>8} {'PSNR':>8} {'horizon (recorded)':>19}"
+    header += f" {'continuation':>13}"
     print(header + f" {'(anchored / base SWD)':>22}")
     if args.previews:
         args.previews.mkdir(parents=True, exist_ok=True)
@@ -82,7 +93,8 @@ def main() -> None:
             name = f"{path.stem} {photo.shape[1]}x{photo.shape[0]}"
             print(
                 f"{name:<34} {quality:<7} {report.steps:>5} {seconds:>8.1f} {report.reconstruction_psnr:>6.2f}dB"
-                f" {report.horizon:>8.2f} {score['score']:>13.3f} {score['anchored']:>10.1f} / {score['base']:.1f}",
+                f" {report.horizon:>8.2f} ({recorded_horizon(path) if recorded_horizon(path) is not None else '-':>6})"
+                f" {score['score']:>13.3f} {score['anchored']:>10.1f} / {score['base']:.1f}",
                 flush=True,
             )
             if args.previews:

@@ -48,7 +48,12 @@ class InversionConfig:
 
 
 QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)}
-HORIZON_CANDIDATES = (0.35, 0.5, 0.65)  # fractions of the photo's height tried when the user gives none
+# The horizon estimate (estimate_horizon): a sky/ground split searched over this band of the photo's height, kept
+# only when its contrast reaches HORIZON_MIN_CONTRAST (else the photo is centred). Chosen on the 14 training photos
+# of the recipe against their recorded horizons (mean error 0.08 of the height on all 16, median 0.02; always
+# centring: 0.14), see tests/test_invert.py.
+HORIZON_SEARCH = (0.2, 0.8)
+HORIZON_MIN_CONTRAST = 12.0
 STREAM_INVERSION_START = 50  # + start index: the hashed stream of a start's z_g (infinitygan.latents)
 
 
@@ -58,7 +63,7 @@ class InversionReport:
     seconds: float
     reconstruction_psnr: float  # the generator's own reconstruction inside the footprint, before pasting
     horizon: float = 0.5  # the photo's row (fraction of its height) placed on the world's horizon
-    horizon_scores: tuple[tuple[float, float], ...] = ()  # (candidate, best start's data loss; lower is better)
+    start_scores: tuple[float, ...] = ()  # data loss of each start before fitting (lower is better)
 
 
 def photo_footprint(width: int, height: int, scene_height: int, horizon: float = 0.5) -> Rect:
@@ -249,6 +254,38 @@ def invert_photo(
     return anchor, report
 
 
+def estimate_horizon(photo: np.ndarray, opacity: np.ndarray | None = None) -> tuple[float, float]:
+    """(horizon, contrast): the photo's horizon row as a fraction of its height, from its luminance profile.
+
+    The row split within HORIZON_SEARCH that best separates a brighter (or darker) top from the rest, a two-level
+    step fit to the mean luminance per row (opaque pixels only) weighted by sqrt(p (1 - p)); contrast is that
+    score in luminance levels (0-255). Below HORIZON_MIN_CONTRAST (no sky, or a flat photo) the answer is 0.5."""
+    luminance = np.asarray(Image.fromarray(photo).convert("L").resize((64, 256)), dtype=np.float64)
+    if opacity is None:
+        weight = np.ones_like(luminance)
+    else:
+        weight = np.asarray(Image.fromarray(opacity.astype(np.float32)).resize((64, 256)), dtype=np.float64)
+    totals = weight.sum(axis=1)
+    rows = totals > 1e-6
+    profile = (luminance * weight).sum(axis=1)[rows] / totals[rows]
+    positions = np.flatnonzero(rows) / luminance.shape[0]
+    n = len(profile)
+    if n < 8:
+        return 0.5, 0.0
+    cumulative = np.cumsum(profile)
+    best_at, best_score = 0.5, 0.0
+    for i in range(1, n):
+        if not HORIZON_SEARCH[0] <= positions[i] <= HORIZON_SEARCH[1]:
+            continue
+        above, below = cumulative[i - 1] / i, (cumulative[-1] - cumulative[i - 1]) / (n - i)
+        score = abs(above - below) * math.sqrt(i * (n - i)) / n
+        if score > best_score:
+            best_at, best_score = float(positions[i]), score
+    if best_score < HORIZON_MIN_CONTRAST:
+        return 0.5, best_score
+    return round(best_at, 3), best_score
+
+
 def outpaint_photo(
     generator: Generator,
     spec: WorldSpec,
@@ -262,48 +299,36 @@ def outpaint_photo(
 ) -> tuple[Anchor, InversionReport]:
     """Place an uploaded photo (uint8 (H, W, 3), any size; `alpha` uint8 (H, W) or None) in the world and fit it.
 
-    Before fitting, a search without gradients picks where to start: for each candidate horizon (the given one, or
-    HORIZON_CANDIDATES when `horizon` is None) and each of config.starts styles (`start_styles`), one forward pass
-    scores the reconstruction; the best pair is fitted. horizon: the photo's horizon row as a fraction of its height
-    (0 = top). Raises ValueError for a horizon outside [0, 1]."""
-    candidates = HORIZON_CANDIDATES if horizon is None else (float(horizon),)
+    horizon: the photo's horizon row as a fraction of its height (0 = top), or None to estimate it from the photo
+    (`estimate_horizon`). Before fitting, one forward pass per start (config.starts styles, `start_styles`) scores
+    the reconstruction; the fit starts from the best. Raises ValueError for a horizon outside [0, 1]."""
     started = time.perf_counter()
-
-    def placed(at: float):
-        if alpha is None:
-            resized, footprint = place_photo(photo, scene_height, at)
-            return resized, footprint, None
-        return place_photo(photo, scene_height, at, alpha)
-
-    starts = [start_styles(generator, spec, index) for index in range(max(1, config.starts))]
+    if horizon is None:
+        horizon, _ = estimate_horizon(photo, None if alpha is None else alpha.astype(np.float64) / 255.0)
+    if alpha is None:
+        resized, footprint = place_photo(photo, scene_height, float(horizon))
+        opacity = None
+    else:
+        resized, footprint, opacity = place_photo(photo, scene_height, float(horizon), alpha)
+    target, mask = _target(resized, opacity)
+    wy, wx = inversion_windows(generator.geometry, footprint, config)
     base = World(generator, spec)
-    best: tuple[float, float, int] | None = None  # (loss, horizon, start)
-    scores: list[tuple[float, float]] = []
+    probe = _initial_anchor(base, resized, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
+    world = World(generator, spec, probe)
+    top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
+    starts = [start_styles(generator, spec, index) for index in range(max(1, config.starts))]
+    scores = []
     with torch.no_grad():
-        for candidate in candidates:
-            resized, footprint, opacity = placed(candidate)
-            target, mask = _target(resized, opacity)
-            wy, wx = inversion_windows(generator.geometry, footprint, config)
-            anchor = _initial_anchor(base, resized, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
-            world = World(generator, spec, anchor)
-            top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
-            candidate_best = math.inf
-            for index, (structure, texture) in enumerate(starts):
-                anchor.structure_style, anchor.texture_styles = structure, texture
-                image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
-                fitted = image[..., top : top + footprint.height, left : left + footprint.width]
-                loss = float(_data_loss(fitted, target, mask, config))
-                candidate_best = min(candidate_best, loss)
-                if best is None or loss < best[0]:
-                    best = (loss, candidate, index)
-            scores.append((candidate, candidate_best))
-    assert best is not None
-    _, chosen, index = best
-    resized, footprint, opacity = placed(chosen)
+        for structure, texture in starts:
+            probe.structure_style, probe.texture_styles = structure, texture
+            image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
+            fitted = image[..., top : top + footprint.height, left : left + footprint.width]
+            scores.append(float(_data_loss(fitted, target, mask, config)))
+    index = int(np.argmin(scores))
     anchor, report = invert_photo(generator, spec, resized, footprint, config, progress, opacity, start=starts[index])
-    anchor.metadata.update({"horizon": chosen, "start": index, "horizon_scores": scores})
+    anchor.metadata.update({"horizon": float(horizon), "start": index, "start_scores": scores})
     return anchor, dataclasses.replace(
-        report, seconds=time.perf_counter() - started, horizon=chosen, horizon_scores=tuple(scores)
+        report, seconds=time.perf_counter() - started, horizon=float(horizon), start_scores=tuple(scores)
     )
 
 

@@ -136,18 +136,30 @@ def test_the_same_photo_inverts_to_the_same_anchor():
     assert np.array_equal(runs[0].weight, runs[1].weight)
 
 
-def test_the_horizon_and_start_are_searched_before_fitting_or_the_horizon_taken_as_given():
-    from infinitygan.invert import HORIZON_CANDIDATES, outpaint_photo, start_styles
+def test_the_horizon_is_estimated_from_the_photo_or_taken_as_given_and_the_best_start_is_fitted():
+    from infinitygan.invert import estimate_horizon, outpaint_photo, start_styles
+
+    # A bright sky over darker ground: the split is found; a photo without one is centred.
+    photo = np.full((300, 400, 3), 60, dtype=np.uint8)
+    photo[:90] = 200
+    photo += np.random.default_rng(0).integers(0, 20, photo.shape, dtype=np.uint8)
+    assert abs(estimate_horizon(photo)[0] - 0.3) < 0.01
+    assert estimate_horizon(np.full((300, 400, 3), 90, dtype=np.uint8))[0] == 0.5
+    # Transparent rows do not count: a transparent sky leaves no split to find.
+    opacity = np.ones((300, 400))
+    opacity[:90] = 0.0
+    assert estimate_horizon(photo, opacity)[0] == 0.5
 
     generator = lively_tiny_generator()
     rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
     config = InversionConfig(steps=2, starts=3)
     anchor, report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config)
-    assert report.horizon in HORIZON_CANDIDATES and len(report.horizon_scores) == len(HORIZON_CANDIDATES)
-    assert report.horizon == min(report.horizon_scores, key=lambda pair: pair[1])[0]
-    assert anchor.footprint.y == -round(report.horizon * 128) and anchor.metadata["start"] in (0, 1, 2)
+    assert report.horizon == estimate_horizon(rgb)[0] and anchor.footprint.y == -round(report.horizon * 128)
+    assert len(report.start_scores) == 3 and anchor.metadata["start"] == int(np.argmin(report.start_scores))
     given, given_report = outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config, horizon=0.3)
-    assert given_report.horizon == 0.3 and given.footprint.y == -38 and len(given_report.horizon_scores) == 1
+    assert given_report.horizon == 0.3 and given.footprint.y == -38
+    with pytest.raises(ValueError, match="horizon"):
+        outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config, horizon=1.2)
     # Starts are reproducible functions of the world: 0 is the world's own styles, others hashed from its seed.
     own, other = start_styles(generator, WorldSpec(seed=3), 0), start_styles(generator, WorldSpec(seed=3), 1)
     assert torch.equal(own[0], World(generator, WorldSpec(seed=3)).structure_style[0])
