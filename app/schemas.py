@@ -4,11 +4,46 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from infinitygan.biomes import MAX_REGION_PX, MAX_STYLES, MIN_REGION_PX, Biomes, BiomeStyle
 from infinitygan.world import DEFAULT_PSI, SEED_LIMIT
 
 MAX_REACH_PX = 1 << 24  # a reach past this is the whole world in practice: omit it instead
+
+
+class BiomeStyleBody(BaseModel):
+    """One biome's look: the global style of world `seed` at truncation `psi`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: StrictInt = Field(ge=0, lt=SEED_LIMIT)
+    psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True)
+
+
+class BiomesBody(BaseModel):
+    """Regions along x, each with its own global style, blended across transition bands (spatial style fusion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region_px: StrictInt = Field(
+        4096, ge=MIN_REGION_PX, le=MAX_REGION_PX, description="mean region width, world pixels at the native zoom"
+    )
+    transition_px: StrictInt = Field(512, ge=1, description="width of the blend band at each boundary (<= region/2)")
+    styles: list[BiomeStyleBody] = Field(
+        default_factory=list,
+        max_length=MAX_STYLES,
+        description="looks cycled over the regions; empty: each region's look is hashed from the world's seed",
+    )
+
+    @model_validator(mode="after")
+    def _bands_do_not_overlap(self) -> BiomesBody:
+        if self.transition_px > self.region_px // 2:
+            raise ValueError(f"transition_px must be at most region_px / 2 = {self.region_px // 2}")
+        return self
+
+    def to_biomes(self) -> Biomes:
+        return Biomes(self.region_px, self.transition_px, tuple(BiomeStyle(s.seed, s.psi) for s in self.styles))
 
 
 class WorldCreate(BaseModel):
@@ -16,6 +51,7 @@ class WorldCreate(BaseModel):
 
     seed: StrictInt = Field(ge=0, lt=SEED_LIMIT, description="world seed, as in `infinitygan render --seed`")
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True, description="truncation psi")
+    biomes: BiomesBody | None = Field(None, description="regions along x with their own looks; omitted: one look")
 
 
 class Footprint(BaseModel):
@@ -36,6 +72,7 @@ class World(BaseModel):
     tilejson: str
     footprint: Footprint | None = Field(None, description="the anchored photo's place; None for a plain world")
     preview: str | None = Field(None, description="PNG of the photo and its surroundings; None for a plain world")
+    biomes: BiomesBody | None = Field(None, description="the world's biomes, as created; None for one look")
 
 
 class OutpaintParams(BaseModel):

@@ -66,9 +66,9 @@ def _cmd_render(args: argparse.Namespace) -> None:
     from infinitygan.world import World, WorldSpec, render_region, validate_region
 
     validate_region(args.x, args.y, args.width, args.height)  # fail before the (slow) model load
-    world = World(
-        load_generator(args.checkpoint).generator, WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed)
-    )
+    biomes = _biomes(args)
+    spec = WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed, biomes=biomes)
+    world = World(load_generator(args.checkpoint).generator, spec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in TIFF_SUFFIXES:
@@ -80,6 +80,26 @@ def _cmd_render(args: argparse.Namespace) -> None:
         print(f"wrote {out} ({args.width}x{args.height})", file=sys.stderr)
 
 
+def _biomes(args: argparse.Namespace):
+    """Biomes from --biomes REGION_PX[:TRANSITION_PX] and --biome-style SEED[:PSI] ...; None without --biomes."""
+    from infinitygan.biomes import Biomes, BiomeStyle
+
+    if args.biomes is None:
+        if args.biome_style:
+            raise CLIError("--biome-style needs --biomes REGION_PX[:TRANSITION_PX]")
+        return None
+    try:
+        region, _, transition = args.biomes.partition(":")
+        styles = []
+        for text in args.biome_style or ():
+            seed, _, psi = text.partition(":")
+            styles.append(BiomeStyle(int(seed, 0), float(psi) if psi else args.psi))
+        region_px = int(region, 0)
+        return Biomes(region_px, int(transition, 0) if transition else max(1, region_px // 8), tuple(styles))
+    except ValueError as exc:
+        raise CLIError(f"bad biomes: {exc}") from None
+
+
 def _add_render(sub: argparse._SubParsersAction) -> None:
     from infinitygan.world import DEFAULT_PSI
 
@@ -88,6 +108,19 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_int, required=True, help="world seed, 0 <= S < 2**63")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation psi (default {DEFAULT_PSI})")
     p.add_argument("--mix-seed", type=_int, default=None, help="optional style-mixing seed (fine layers)")
+    p.add_argument(
+        "--biomes",
+        default=None,
+        metavar="REGION_PX[:TRANSITION_PX]",
+        help="regions along x about REGION_PX wide, each with its own look, blended over TRANSITION_PX "
+        "(default REGION_PX / 8); as POST /worlds' biomes",
+    )
+    p.add_argument(
+        "--biome-style",
+        action="append",
+        metavar="SEED[:PSI]",
+        help="a biome's look (repeat; cycled over the regions); default: hashed from --seed per region",
+    )
     p.add_argument("--x", type=_int, required=True, help="left world pixel (grows right)")
     p.add_argument("--y", type=_int, required=True, help="top world pixel (grows down; row 0 is the horizon)")
     p.add_argument("--width", type=_int, required=True)

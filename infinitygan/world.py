@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from infinitygan.anchor import Anchor, Rect
+from infinitygan.biomes import Biomes
 from infinitygan.coords import coordinate_grid
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.latents import (
@@ -41,9 +42,13 @@ class RegionError(ValueError):
 
 @dataclass(frozen=True)
 class WorldSpec:
+    """seed, truncation psi, optional style-mixing seed, and optional biomes (regions along x with their own global
+    styles, `infinitygan.biomes`; a world with biomes ignores mix_seed)."""
+
     seed: int
     psi: float = DEFAULT_PSI
     mix_seed: int | None = None
+    biomes: Biomes | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("seed", self.seed), ("mix_seed", self.mix_seed)):
@@ -73,6 +78,9 @@ class World:
             # G_S takes the raw z_g; truncating it toward its mean (0) keeps psi meaningful for the structure too.
             self.structure_style = z_global * spec.psi
         self._chunk_window = [self.geometry.window_for_span(0, CHUNK_PX)] * 2
+        self._region_styles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # biome region -> (z_g psi, W+)
+        if spec.biomes is not None and anchor is not None:
+            raise RegionError("a world has biomes or a photo anchor, not both")
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
     def local_latents(self, row0: int, col0: int, height: int, width: int) -> torch.Tensor:
@@ -152,6 +160,8 @@ class World:
         anchor's styles as plain vectors (alpha = 1 everywhere): the cheap form inversion optimises over the photo."""
         if anchor_only or (self.anchor is not None and self.anchor.reach_px is None):
             return self.anchor.structure_style[None], list(self.anchor.texture_styles[None].unbind(1))
+        if self.spec.biomes is not None:
+            return self._biome_styles(row0, col0, rows, cols)
         if not self._touches_anchor(row0, col0, rows, cols):
             return self.structure_style, list(self.texture_styles.unbind(1))
         geometry, m = self.geometry, self.geometry.structure_margin
@@ -164,6 +174,49 @@ class World:
         col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
         texture = [
             self._blend(self.texture_styles[0, k], self.anchor.texture_styles[k], row_grids[k], col_grids[k])
+            for k in range(self.generator.num_styles)
+        ]
+        return structure, texture
+
+    def region_styles(self, region: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G_S style (global_dim,), W+ (num_styles, w_dim)) of biome region `region`, computed once per world."""
+        styles = self._region_styles.get(region)
+        if styles is None:
+            config = self.generator.config
+            z, psi = self.spec.biomes.style_of(self.spec.seed, self.spec.psi, region, config.global_dim)
+            z_global = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))[None]
+            with torch.no_grad():
+                styles = (z_global[0] * psi, self.generator.texture_styles(z_global, psi=psi)[0])
+            self._region_styles[region] = styles
+        return styles
+
+    def _biome_styles(self, row0: int, col0: int, rows: int, cols: int):
+        """Styles of a window in a biome world: the region's vectors when the whole window lies inside one region,
+        else per-location maps mixing the regions' styles column by column (spatial style fusion)."""
+        geometry, m, biomes = self.geometry, self.geometry.structure_margin, self.spec.biomes
+        lcol_px = np.array([geometry.cell_center_px(c) for c in range(col0 - m, col0 + cols + m)])
+        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+        col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
+        heights = [rows] + list(sizes_h)
+        mixes = [biomes.mixing(self.spec.seed, lcol_px)] + [biomes.mixing(self.spec.seed, g) for g in col_grids]
+        regions = {int(r) for left, right, _ in mixes for r in (*np.unique(left), *np.unique(right))}
+        if len(regions) == 1:
+            structure, texture = self.region_styles(regions.pop())
+            return structure[None], list(texture[None].unbind(1))
+
+        ordered = np.array(sorted(regions), dtype=np.int64)
+
+        def column_map(values, mix, height: int) -> torch.Tensor:
+            left, right, weight = mix
+            table = torch.stack([values(int(r)) for r in ordered])  # (regions, D)
+            a = table[torch.from_numpy(np.searchsorted(ordered, left))].t()  # (D, W)
+            b = table[torch.from_numpy(np.searchsorted(ordered, right))].t()
+            w = torch.from_numpy(weight.astype(np.float32))
+            return (a + w * (b - a))[None, :, None, :].expand(1, -1, height, -1)
+
+        structure = column_map(lambda r: self.region_styles(r)[0], mixes[0], rows + 2 * m)
+        texture = [
+            column_map(lambda r, k=k: self.region_styles(r)[1][k], mixes[k + 1], heights[k])
             for k in range(self.generator.num_styles)
         ]
         return structure, texture

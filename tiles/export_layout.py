@@ -204,6 +204,8 @@ class ExportLayout:
         if world.anchor is not None:
             world_info["anchor"] = world.anchor
             world_info["footprint"] = list(world.footprint) if world.footprint is not None else None
+        if world.biomes is not None:
+            world_info["biomes"] = world.biomes.describe()
         per_zoom = {}
         for z in range(self.zooms[0], self.zooms[1] + 1):
             r = self.tile_range(z)

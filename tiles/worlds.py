@@ -9,7 +9,8 @@ import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
-from infinitygan.world import DEFAULT_PSI, WorldSpec
+from infinitygan.biomes import Biomes, BiomeStyle
+from infinitygan.world import DEFAULT_PSI, RegionError, WorldSpec
 from tiles.errors import UnknownWorld, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
 
@@ -18,12 +19,25 @@ WORLD_KEY_PREFIX = "world:"
 MEMO_SIZE = 4096
 
 
-def world_id(model_hash: str, seed: int, psi: float, anchor: str | None = None) -> str:
-    """Same model, seed and psi (and anchor) -> same id, so creating a world twice is harmless. The model hash is part
-    of the id because tile URLs under a world id are served as immutable: a different model must never reuse the URL.
-    The anchor id is itself content-addressed (photo, parameters, model), so it pins the anchored pixels too."""
+def world_id(
+    model_hash: str, seed: int, psi: float, anchor: str | None = None, biomes: Biomes | None = None
+) -> str:
+    """Same model, seed and psi (and anchor, and biomes) -> same id, so creating a world twice is harmless. The model
+    hash is part of the id because tile URLs under a world id are served as immutable: a different model must never
+    reuse the URL. The anchor id is itself content-addressed (photo, parameters, model), so it pins the anchored
+    pixels too; biomes enter through their canonical JSON."""
     key = f"{model_hash}/{seed}/{float(psi)!r}" + (f"/anchor/{anchor}" if anchor is not None else "")
+    if biomes is not None:
+        key += "/biomes/" + json.dumps(biomes.describe(), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def biomes_from(data: dict | None) -> Biomes | None:
+    """Biomes from their `describe()` form; ValueError for bad values."""
+    if data is None:
+        return None
+    styles = tuple(BiomeStyle(int(s["seed"]), float(s["psi"])) for s in data.get("styles", ()))
+    return Biomes(int(data["region_px"]), int(data["transition_px"]), styles)
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,7 @@ class WorldRecord:
     model_hash: str
     anchor: str | None = None  # id of a photo anchor in the AnchorStore
     footprint: tuple[int, int, int, int] | None = None  # the anchor's photo (x, y, width, height), native pixels
+    biomes: Biomes | None = None  # regions along x with their own styles (infinitygan.biomes)
 
     @classmethod
     def create(
@@ -44,25 +59,32 @@ class WorldRecord:
         *,
         anchor: str | None = None,
         footprint: tuple[int, int, int, int] | None = None,
+        biomes: Biomes | None = None,
     ) -> WorldRecord:
         WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
+        if biomes is not None and anchor is not None:
+            raise RegionError("a world has biomes or a photo anchor, not both")
         return cls(
-            id=world_id(model_hash, seed, psi, anchor),
+            id=world_id(model_hash, seed, psi, anchor, biomes),
             seed=seed,
             psi=float(psi),
             model_hash=model_hash,
             anchor=anchor,
             footprint=tuple(footprint) if footprint is not None else None,
+            biomes=biomes,
         )
 
     @property
     def spec(self) -> WorldSpec:
-        return WorldSpec(seed=self.seed, psi=self.psi)
+        return WorldSpec(seed=self.seed, psi=self.psi, biomes=self.biomes)
 
     def to_json(self) -> str:
         data = asdict(self)
         if self.anchor is None:  # plain worlds keep the record format they had before anchors existed
             del data["anchor"], data["footprint"]
+        data["biomes"] = self.biomes.describe() if self.biomes is not None else None
+        if data["biomes"] is None:
+            del data["biomes"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -76,6 +98,7 @@ class WorldRecord:
             model_hash=data["model_hash"],
             anchor=data.get("anchor"),
             footprint=tuple(int(v) for v in footprint) if footprint is not None else None,
+            biomes=biomes_from(data.get("biomes")),
         )
 
 
@@ -91,8 +114,8 @@ class WorldRegistry:
         self.default = default
         self._memo: OrderedDict[str, WorldRecord] = OrderedDict({default.id: default})
 
-    async def create(self, seed: int, psi: float = DEFAULT_PSI) -> WorldRecord:
-        record = WorldRecord.create(self.model_hash, seed, psi)
+    async def create(self, seed: int, psi: float = DEFAULT_PSI, biomes: Biomes | None = None) -> WorldRecord:
+        record = WorldRecord.create(self.model_hash, seed, psi, biomes=biomes)
         try:
             await self.link.run(lambda r: r.set(WORLD_KEY_PREFIX + record.id, record.to_json()))
         except RedisUnavailable as exc:

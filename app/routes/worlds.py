@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
-from app.schemas import Footprint, TileJSON, World, WorldCreate, error_responses
+from app.schemas import BiomesBody, Footprint, TileJSON, World, WorldCreate, error_responses
 from infinitygan.world import COORD_LIMIT
 from tiles.geometry import TILE_SIZE
 from tiles.preview import preview_png
@@ -32,6 +32,7 @@ def world_body(request: Request, record: WorldRecord) -> World:
         tilejson=f"{base}/worlds/{record.id}/tilejson.json",
         footprint=footprint,
         preview=f"{base}/worlds/{record.id}/preview.png" if footprint is not None else None,
+        biomes=BiomesBody.model_validate(record.biomes.describe()) if record.biomes is not None else None,
     )
 
 
@@ -42,7 +43,8 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
         tiles=[world.tiles],
         name=f"InfinityGAN world {record.id}",
         description=f"endless landscape, seed {record.seed}, psi {record.psi}"
-        + (", continuing an uploaded photo" if record.anchor is not None else ""),
+        + (", continuing an uploaded photo" if record.anchor is not None else "")
+        + (f", biomes every ~{record.biomes.region_px} px along x" if record.biomes is not None else ""),
         version=f"{record.model_hash}.{record.id}",
         minzoom=grid.min_zoom,
         maxzoom=grid.max_zoom,
@@ -56,8 +58,10 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
 
 @router.post("/worlds", status_code=201, response_model=World, responses=error_responses(400, 422, 503))
 async def create_world(body: WorldCreate, request: Request, response: Response, resources: ResourcesDep) -> World:
-    """Create (or find again: ids are content-addressed) the world of a seed and psi under this server's model."""
-    record = await resources.worlds.create(body.seed, body.psi)
+    """Create (or find again: ids are content-addressed) the world of a seed and psi (and biomes) under this server's
+    model."""
+    biomes = body.biomes.to_biomes() if body.biomes is not None else None
+    record = await resources.worlds.create(body.seed, body.psi, biomes)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/worlds/{record.id}"
     return world_body(request, record)
 

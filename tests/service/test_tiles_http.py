@@ -278,3 +278,38 @@ def test_zoomed_in_tiles_are_upscaled_on_the_server_without_seams(client: httpx.
     inside = np.abs(stitched[:, 128].astype(int) - stitched[:, 127].astype(int)).mean()
     assert step < 3 * inside + 2  # no line at the seam
     assert client.get("/tiles/9/0/0.png").status_code == 404  # past the last zoom level
+
+
+def test_a_biome_world_by_url_serves_its_regions_and_refuses_bad_biomes(
+    client: httpx.Client, tiny_generator: Generator
+) -> None:
+    from infinitygan.biomes import Biomes, BiomeStyle
+
+    body = {"seed": 31, "psi": 0.7, "biomes": {"region_px": 512, "transition_px": 128, "styles": [{"seed": 5}]}}
+    created = client.post("/worlds", json=body)
+    assert created.status_code == 201, created.text
+    world = created.json()
+    assert world["biomes"] == {"region_px": 512, "transition_px": 128, "styles": [{"seed": 5, "psi": 0.8}]}
+    assert client.post("/worlds", json=body).json()["id"] == world["id"]  # content-addressed, biomes included
+    assert client.post("/worlds", json={"seed": 31, "psi": 0.7}).json()["id"] != world["id"]
+    assert client.get(f"/worlds/{world['id']}").json() == world
+    assert "biomes" in client.get(f"/worlds/{world['id']}/tilejson.json").json()["description"]
+
+    biomes = Biomes(512, 128, (BiomeStyle(5, 0.8),))
+    boundary = int(biomes.boundary(31, np.array([2]))[0])
+    tx = boundary // 256
+    served = pixels(client.get(f"/worlds/{world['id']}/tiles/5/{tx}/-1.png"))
+    biome_world = World(tiny_generator, WorldSpec(seed=31, psi=0.7, biomes=biomes))
+    expected = render_region(biome_world, 256 * tx, -256, 256, 256)
+    np.testing.assert_array_equal(served, expected)
+
+    for bad in (
+        {"region_px": 512, "transition_px": 300},
+        {"region_px": 100},
+        {"region_px": 512, "styles": [{"seed": i} for i in range(65)]},
+        {"region_px": 512, "unknown": 1},
+        {"region_px": "wide"},
+    ):
+        refused = client.post("/worlds", json={"seed": 1, "biomes": bad})
+        assert refused.status_code == 422, (bad, refused.text)
+        assert "detail" in refused.json()
