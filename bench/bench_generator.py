@@ -1,4 +1,5 @@
-"""Generator cost per 256x256 tile, for each preset and upsampler.
+"""Generator cost per 256x256 tile, for each preset and upsampler, and the shipped teacher against its
+MobileStyleGAN student (issue 14: the student at most 25 ms per tile and at least 4x faster than the eager teacher).
 
 Prints GFLOP per tile (counted by torch's FlopCounterMode over the convolutions and matmuls), ms per tile (median,
 batch 1, after warm-up), and achieved GFLOP/s as a ratio of the dense fp32 matmul peak measured in the same run.
@@ -46,6 +47,25 @@ def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
 
 
+def teacher_vs_student(repeats: int, peak: float) -> None:
+    """The shipped model and a small-mobile student built from it (mapping and G_S copied; an undistilled G_T costs
+    what a distilled one does), timed on the same tiles in one run."""
+    from infinitygan import load_generator
+    from infinitygan.distill import build_student
+
+    teacher = load_generator(None).generator
+    student = build_student(teacher, "small-mobile")
+    print("\nteacher (shipped) vs student (small-mobile), one 256x256 chunk, eager fp32:")
+    results = {}
+    for name, generator in (("teacher", teacher), ("student", student)):
+        world = World(generator, WorldSpec(seed=1))
+        gflop = tile_gflop(world)
+        ms = median_ms(time_call(lambda w=world: w.render_chunk(3, -2), repeats=repeats))
+        results[name] = ms
+        print(f"  {name:<8} {gflop:>6.2f} GFLOP/tile {ms:>8.1f} ms/tile {gflop / (ms / 1e3) / peak:>6.0%} of peak")
+    print(f"  student speed-up: {results['teacher'] / results['student']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"], choices=sorted(PRESETS))
@@ -71,6 +91,7 @@ def main() -> None:
                 f"{preset:<7} {upsampler:<11} {params:>10,} {gflop:>11.2f} {ms:>9.1f} {achieved:>8.1f} "
                 f"{achieved / peak:>7.0%}"
             )
+    teacher_vs_student(args.repeats, peak)
     if not args.skip_big_render:
         rss_mb, seconds = big_render_rss("small", 8192, 2048)
         print(f"\n8192x2048 render, small preset, CLI process: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB")
