@@ -68,7 +68,17 @@ def _cmd_render(args: argparse.Namespace) -> None:
     validate_region(args.x, args.y, args.width, args.height)  # fail before the (slow) model load
     biomes = _biomes(args)
     spec = WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed, biomes=biomes)
-    world = World(load_generator(args.checkpoint).generator, spec)
+    generator = load_generator(args.checkpoint).generator
+    if args.blend_partner is not None:
+        from infinitygan.blend import blend_generators
+
+        if args.swap_level is None:
+            raise CLIError("--blend-partner needs --swap-level")
+        partner = load_generator(args.blend_partner).generator
+        generator = blend_generators(generator, partner, args.swap_level, args.swap_smooth)
+    elif args.swap_level is not None:
+        raise CLIError("--swap-level needs --blend-partner")
+    world = World(generator, spec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in TIFF_SUFFIXES:
@@ -121,6 +131,16 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
         metavar="SEED[:PSI]",
         help="a biome's look (repeat; cycled over the regions); default: hashed from --seed per region",
     )
+    p.add_argument(
+        "--blend-partner",
+        default=None,
+        metavar="CHECKPOINT",
+        help="layer swapping: a fine-tune of --checkpoint whose finer layers replace the model's above --swap-level",
+    )
+    p.add_argument(
+        "--swap-level", type=float, default=None, help="0 = G_S, i + 1 = G_T stage i; layers above it from the partner"
+    )
+    p.add_argument("--swap-smooth", type=float, default=0.0, help="> 0: a sigmoid over levels instead of a cut")
     p.add_argument("--x", type=_int, required=True, help="left world pixel (grows right)")
     p.add_argument("--y", type=_int, required=True, help="top world pixel (grows down; row 0 is the horizon)")
     p.add_argument("--width", type=_int, required=True)
