@@ -17,6 +17,7 @@ from tiles.errors import (
     RenderQueueFull,
     TileOutOfBounds,
     UnknownJob,
+    UnknownPartnerModel,
     UnknownWorld,
     UnprocessableImage,
     UnsupportedImage,
@@ -38,6 +39,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     UnprocessableImage: 422,  # an aspect ratio past the limit: the job's cost would be unbounded
     TileOutOfBounds: 400,
     RegionError: 422,  # world parameters (seed, psi) the model cannot use
+    UnknownPartnerModel: 422,  # a blend naming a partner model this server does not have
     RenderQueueFull: 503,
     WorldStoreUnavailable: 503,
 }

@@ -24,6 +24,7 @@ from pathlib import Path
 from pmtiles.tile import zxy_to_tileid
 from tqdm import tqdm
 
+from app.resources import load_partners
 from app.settings import Settings
 from app.static_site import check_site_target, write_site
 from infinitygan.checkpoint import load_generator
@@ -135,7 +136,8 @@ async def export_area(
     store = TileStore(sidecar_path(out))
     try:
         model = await asyncio.to_thread(load_generator, settings.model)
-        renderer = TileRenderer(model)
+        partners = await asyncio.to_thread(load_partners, settings.partner_models, model)
+        renderer = TileRenderer(model, {partner.model_hash: partner for partner in partners.values()})
         link = RedisLink(connect(settings.redis_url)) if settings.redis_url is not None else None
         try:
             world = await _world(settings, world_id, renderer.model_hash, link)

@@ -8,9 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.settings import Settings
-from infinitygan.checkpoint import load_generator
+from infinitygan.checkpoint import LoadedGenerator, load_generator
 from tiles.anchors import AnchorStore
 from tiles.cache import TileCache
 from tiles.embedded_redis import EmbeddedRedis, supervise
@@ -39,6 +40,7 @@ class Resources:
     redis_url: str
     embedded_redis: EmbeddedRedis | None  # the private redis-server this process supervises, if any
     cache_warning: str | None
+    partner_hashes: dict[str, str]  # layer-swapping partner name (file stem) -> model hash
 
     @property
     def redis_embedded(self) -> bool:
@@ -51,6 +53,20 @@ async def _cancel(task: asyncio.Task) -> None:
         await task
 
 
+def load_partners(folder: Path | None, model: LoadedGenerator) -> dict[str, LoadedGenerator]:
+    """Layer-swapping partners in `folder` by file stem; ones of another architecture are skipped with a warning."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    partners = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        partner = load_generator(path)
+        if partner.generator.config.to_json() != model.generator.config.to_json():
+            log.warning("partner model %s skipped: not the served model's architecture", path)
+            continue
+        partners[path.stem] = partner
+    return partners
+
+
 def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
     return JobQueue(link, model_hash, lease_s=settings.outpaint_lease_s, max_attempts=settings.outpaint_max_attempts)
 
@@ -59,7 +75,8 @@ def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         model = await asyncio.to_thread(load_generator, settings.model)
-        renderer = TileRenderer(model)
+        partners = await asyncio.to_thread(load_partners, settings.partner_models, model)
+        renderer = TileRenderer(model, {partner.model_hash: partner for partner in partners.values()})
         redis_url, embedded = settings.redis_url, None
         if redis_url is None:
             embedded = EmbeddedRedis(
@@ -111,4 +128,5 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             redis_url=redis_url,
             embedded_redis=embedded,
             cache_warning=warning,
+            partner_hashes={name: partner.model_hash for name, partner in partners.items()},
         )

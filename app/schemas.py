@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from infinitygan.biomes import MAX_REGION_PX, MAX_STYLES, MIN_REGION_PX, Biomes, BiomeStyle
+from infinitygan.blend import MAX_SMOOTH, MAX_SWAP_LEVEL
 from infinitygan.world import DEFAULT_PSI, SEED_LIMIT
 
 MAX_REACH_PX = 1 << 24  # a reach past this is the whole world in practice: omit it instead
@@ -46,12 +47,28 @@ class BiomesBody(BaseModel):
         return Biomes(self.region_px, self.transition_px, tuple(BiomeStyle(s.seed, s.psi) for s in self.styles))
 
 
+class BlendBody(BaseModel):
+    """Layer swapping: the layers above `swap_level` (0 = G_S, i + 1 = G_T stage i) come from a partner model, a
+    fine-tune of the served one (a sigmoid of width `smooth` when > 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partner: str = Field(
+        min_length=1,
+        max_length=128,
+        description="partner model: a file stem in INFINITYGAN_PARTNER_MODELS (unknown: 422 listing the available)",
+    )
+    swap_level: float = Field(ge=-1.0, le=MAX_SWAP_LEVEL, allow_inf_nan=False)
+    smooth: float = Field(0.0, ge=0.0, le=MAX_SMOOTH, allow_inf_nan=False)
+
+
 class WorldCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: StrictInt = Field(ge=0, lt=SEED_LIMIT, description="world seed, as in `infinitygan render --seed`")
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True, description="truncation psi")
     biomes: BiomesBody | None = Field(None, description="regions along x with their own looks; omitted: one look")
+    blend: BlendBody | None = Field(None, description="layer swapping with a partner model; omitted: the model alone")
 
 
 class Footprint(BaseModel):
@@ -73,6 +90,7 @@ class World(BaseModel):
     footprint: Footprint | None = Field(None, description="the anchored photo's place; None for a plain world")
     preview: str | None = Field(None, description="PNG of the photo and its surroundings; None for a plain world")
     biomes: BiomesBody | None = Field(None, description="the world's biomes, as created; None for one look")
+    blend: dict | None = Field(None, description="the world's layer swap (partner name and hash); None for none")
 
 
 class OutpaintParams(BaseModel):

@@ -14,6 +14,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFINITYGAN_", extra="ignore")
 
     model: Path | None = Field(None, description="generator checkpoint (.safetensors); None = the shipped model")
+    partner_models: Path | None = Field(
+        Path("models/domains"),
+        description="folder of layer-swapping partners (fine-tunes of the model, *.safetensors, named by file stem) "
+        "that POST /worlds blends may name; missing or None = none",
+    )
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "INFINITYGAN_REDIS_URL"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -59,3 +60,29 @@ def blend_generators(base: Generator, partner: Generator, swap_level: float, smo
     result = copy.deepcopy(base)
     result.load_state_dict(blended)
     return result.eval()
+
+
+MAX_SWAP_LEVEL = 16.0
+MAX_SMOOTH = 8.0
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A world's layer swap: `partner` (the partner model's hash) supplies the layers above `swap_level` (a sigmoid
+    of width `smooth` when > 0). ValueError for a non-finite level or values outside [-1, 16] / [0, 8]."""
+
+    partner: str
+    swap_level: float
+    smooth: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.swap_level) and -1.0 <= self.swap_level <= MAX_SWAP_LEVEL):
+            raise ValueError(f"swap_level must be in [-1, {MAX_SWAP_LEVEL:g}], got {self.swap_level!r}")
+        if not (math.isfinite(self.smooth) and 0.0 <= self.smooth <= MAX_SMOOTH):
+            raise ValueError(f"smooth must be in [0, {MAX_SMOOTH:g}], got {self.smooth!r}")
+
+    def describe(self) -> dict:
+        return {"partner": self.partner, "swap_level": float(self.swap_level), "smooth": float(self.smooth)}
+
+    def apply(self, base: Generator, partner: Generator) -> Generator:
+        return blend_generators(base, partner, self.swap_level, self.smooth)

@@ -54,3 +54,7 @@ class UnknownJob(TileError):
 
 class NotAnchored(TileError):
     """The world has no photo anchor, so it has nothing to preview."""
+
+
+class UnknownPartnerModel(TileError):
+    """A world names a layer-swapping partner model this server does not have."""

@@ -178,7 +178,7 @@ class TileService:
             kind = "native"
             anchor = await self.anchors.get(world.anchor) if world.anchor is not None else None
             png, seconds = await run(
-                _timed, self.renderer.render_native_png, world.spec, tile, anchor, background=background
+                _timed, self.renderer.render_native_png, world.spec, tile, anchor, world.blend, background=background
             )
         elif tile.z < self.grid.native_zoom:
             kind = "zoomout"

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 from infinitygan.biomes import Biomes, BiomeStyle
+from infinitygan.blend import Blend
 from infinitygan.world import DEFAULT_PSI, RegionError, WorldSpec
 from tiles.errors import UnknownWorld, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
@@ -20,7 +21,12 @@ MEMO_SIZE = 4096
 
 
 def world_id(
-    model_hash: str, seed: int, psi: float, anchor: str | None = None, biomes: Biomes | None = None
+    model_hash: str,
+    seed: int,
+    psi: float,
+    anchor: str | None = None,
+    biomes: Biomes | None = None,
+    blend: Blend | None = None,
 ) -> str:
     """Same model, seed and psi (and anchor, and biomes) -> same id, so creating a world twice is harmless. The model
     hash is part of the id because tile URLs under a world id are served as immutable: a different model must never
@@ -29,6 +35,8 @@ def world_id(
     key = f"{model_hash}/{seed}/{float(psi)!r}" + (f"/anchor/{anchor}" if anchor is not None else "")
     if biomes is not None:
         key += "/biomes/" + json.dumps(biomes.describe(), sort_keys=True)
+    if blend is not None:
+        key += "/blend/" + json.dumps(blend.describe(), sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -49,6 +57,7 @@ class WorldRecord:
     anchor: str | None = None  # id of a photo anchor in the AnchorStore
     footprint: tuple[int, int, int, int] | None = None  # the anchor's photo (x, y, width, height), native pixels
     biomes: Biomes | None = None  # regions along x with their own styles (infinitygan.biomes)
+    blend: Blend | None = None  # layer swapping with a partner model (infinitygan.blend)
 
     @classmethod
     def create(
@@ -60,18 +69,20 @@ class WorldRecord:
         anchor: str | None = None,
         footprint: tuple[int, int, int, int] | None = None,
         biomes: Biomes | None = None,
+        blend: Blend | None = None,
     ) -> WorldRecord:
         WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
         if biomes is not None and anchor is not None:
             raise RegionError("a world has biomes or a photo anchor, not both")
         return cls(
-            id=world_id(model_hash, seed, psi, anchor, biomes),
+            id=world_id(model_hash, seed, psi, anchor, biomes, blend),
             seed=seed,
             psi=float(psi),
             model_hash=model_hash,
             anchor=anchor,
             footprint=tuple(footprint) if footprint is not None else None,
             biomes=biomes,
+            blend=blend,
         )
 
     @property
@@ -82,9 +93,12 @@ class WorldRecord:
         data = asdict(self)
         if self.anchor is None:  # plain worlds keep the record format they had before anchors existed
             del data["anchor"], data["footprint"]
-        data["biomes"] = self.biomes.describe() if self.biomes is not None else None
-        if data["biomes"] is None:
-            del data["biomes"]
+        for name in ("biomes", "blend"):
+            value = getattr(self, name)
+            if value is None:
+                del data[name]
+            else:
+                data[name] = value.describe()
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -99,6 +113,7 @@ class WorldRecord:
             anchor=data.get("anchor"),
             footprint=tuple(int(v) for v in footprint) if footprint is not None else None,
             biomes=biomes_from(data.get("biomes")),
+            blend=Blend(**data["blend"]) if data.get("blend") else None,
         )
 
 
@@ -114,8 +129,10 @@ class WorldRegistry:
         self.default = default
         self._memo: OrderedDict[str, WorldRecord] = OrderedDict({default.id: default})
 
-    async def create(self, seed: int, psi: float = DEFAULT_PSI, biomes: Biomes | None = None) -> WorldRecord:
-        record = WorldRecord.create(self.model_hash, seed, psi, biomes=biomes)
+    async def create(
+        self, seed: int, psi: float = DEFAULT_PSI, biomes: Biomes | None = None, blend: Blend | None = None
+    ) -> WorldRecord:
+        record = WorldRecord.create(self.model_hash, seed, psi, biomes=biomes, blend=blend)
         try:
             await self.link.run(lambda r: r.set(WORLD_KEY_PREFIX + record.id, record.to_json()))
         except RedisUnavailable as exc:

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Request, Response
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
 from app.schemas import BiomesBody, Footprint, TileJSON, World, WorldCreate, error_responses
+from infinitygan.blend import Blend
 from infinitygan.world import COORD_LIMIT
+from tiles.errors import UnknownPartnerModel
 from tiles.geometry import TILE_SIZE
 from tiles.preview import preview_png
 from tiles.worlds import WorldRecord
@@ -17,7 +19,15 @@ router = APIRouter(tags=["worlds"])
 IMMUTABLE = "public, max-age=31536000, immutable"  # world ids are versioned by model and content
 
 
-def world_body(request: Request, record: WorldRecord) -> World:
+def blend_body(record: WorldRecord, resources: Resources | None) -> dict | None:
+    if record.blend is None:
+        return None
+    names = {h: n for n, h in (resources.partner_hashes if resources is not None else {}).items()}
+    body = record.blend.describe()
+    return {**body, "partner_hash": body.pop("partner"), "partner": names.get(record.blend.partner)}
+
+
+def world_body(request: Request, record: WorldRecord, resources: Resources | None = None) -> World:
     base = str(request.base_url).rstrip("/")
     footprint = None
     if record.footprint is not None:
@@ -33,12 +43,13 @@ def world_body(request: Request, record: WorldRecord) -> World:
         footprint=footprint,
         preview=f"{base}/worlds/{record.id}/preview.png" if footprint is not None else None,
         biomes=BiomesBody.model_validate(record.biomes.describe()) if record.biomes is not None else None,
+        blend=blend_body(record, resources),
     )
 
 
 def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -> TileJSON:
     grid = resources.tiles.grid
-    world = world_body(request, record)
+    world = world_body(request, record, resources)
     return TileJSON(
         tiles=[world.tiles],
         name=f"InfinityGAN world {record.id}",
@@ -61,14 +72,21 @@ async def create_world(body: WorldCreate, request: Request, response: Response, 
     """Create (or find again: ids are content-addressed) the world of a seed and psi (and biomes) under this server's
     model."""
     biomes = body.biomes.to_biomes() if body.biomes is not None else None
-    record = await resources.worlds.create(body.seed, body.psi, biomes)
+    blend = None
+    if body.blend is not None:
+        partner = resources.partner_hashes.get(body.blend.partner)
+        if partner is None:
+            available = sorted(resources.partner_hashes) or "none"
+            raise UnknownPartnerModel(f"unknown partner model {body.blend.partner!r}; available: {available}")
+        blend = Blend(partner, body.blend.swap_level, body.blend.smooth)
+    record = await resources.worlds.create(body.seed, body.psi, biomes, blend)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/worlds/{record.id}"
-    return world_body(request, record)
+    return world_body(request, record, resources)
 
 
 @router.get("/worlds/{world}", response_model=World, responses=error_responses(404, 503))
-async def get_world(world: WorldDep, request: Request) -> World:
-    return world_body(request, world)
+async def get_world(world: WorldDep, request: Request, resources: ResourcesDep) -> World:
+    return world_body(request, world, resources)
 
 
 @router.get(
