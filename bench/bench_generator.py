@@ -66,6 +66,25 @@ def teacher_vs_student(repeats: int, peak: float) -> None:
     print(f"  student speed-up: {results['teacher'] / results['student']:.2f}x")
 
 
+def blend_cost(repeats: int) -> None:
+    """A layer-swapped world against a plain one (issue 15: at most 1.2x per tile): the blend is computed once per
+    world, then it is a plain generator. Timed alternately on the same tile, medians over the repeats."""
+    from infinitygan import load_generator
+    from infinitygan.blend import blend_generators
+
+    base, partner = load_generator(None).generator, load_generator(None).generator
+    start = time.perf_counter()
+    blended = blend_generators(base, partner, 2.0, smooth=0.5)
+    blend_ms = (time.perf_counter() - start) * 1e3
+    plain_world, blended_world = World(base, WorldSpec(seed=1)), World(blended, WorldSpec(seed=1))
+    plain_ms, blended_ms = [], []
+    for _ in range(repeats):
+        plain_ms.append(median_ms(time_call(lambda: plain_world.render_chunk(3, -2), repeats=1)))
+        blended_ms.append(median_ms(time_call(lambda: blended_world.render_chunk(3, -2), repeats=1)))
+    ratio = sorted(blended_ms)[len(blended_ms) // 2] / sorted(plain_ms)[len(plain_ms) // 2]
+    print(f"\nlayer-swapped world: blend {blend_ms:.0f} ms once, then {ratio:.2f}x a plain world's ms per tile")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"], choices=sorted(PRESETS))
@@ -92,6 +111,7 @@ def main() -> None:
                 f"{achieved / peak:>7.0%}"
             )
     teacher_vs_student(args.repeats, peak)
+    blend_cost(args.repeats)
     if not args.skip_big_render:
         rss_mb, seconds = big_render_rss("small", 8192, 2048)
         print(f"\n8192x2048 render, small preset, CLI process: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB")
