@@ -63,6 +63,9 @@ async function openWorld(worldId, view) {
   map.setView(map.unproject([x, y], tilejson.nativeZoom), zoom);
   document.getElementById("seed").value = String(tilejson.world.seed);
   document.getElementById("psi").value = String(tilejson.world.psi);
+  const biomes = tilejson.world.biomes;
+  document.getElementById("biomes").checked = Boolean(biomes);
+  if (biomes) document.getElementById("region").value = String(biomes.region_px);
   document.getElementById("world-info").textContent = `world ${tilejson.world.id} · model ${tilejson.world.model_hash}`;
   showError("");
   writeHash();
@@ -73,10 +76,17 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
   const seed = document.getElementById("seed").value.trim();
   const psi = Number(document.getElementById("psi").value);
   if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
+  let biomes = "";
+  if (document.getElementById("biomes").checked) {
+    const region = Math.round(Number(document.getElementById("region").value));
+    // Biomes: regions about `region` px wide, blended over an eighth of that (the world id, and so the permalink,
+    // covers them).
+    biomes = `, "biomes": {"region_px": ${region}, "transition_px": ${Math.max(1, Math.floor(region / 8))}}`;
+  }
   try {
     // The seed goes into the JSON as typed: seeds beyond 2**53 would lose digits as a JS number.
     const world = await fetchJSON("worlds", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: `{"seed": ${seed}, "psi": ${psi}}`,
+      method: "POST", headers: { "Content-Type": "application/json" }, body: `{"seed": ${seed}, "psi": ${psi}${biomes}}`,
     });
     const centre = tilejson ? map.project(map.getCenter(), tilejson.nativeZoom) : { x: 0, y: 0 };
     await openWorld(world.id, { z: map.getZoom(), x: Math.round(centre.x), y: Math.round(centre.y) });

@@ -87,6 +87,22 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
         assert browser.evaluate("document.getElementById('error').textContent") == ""
         (ARTIFACTS / "demo-other-world.png").write_bytes(browser.screenshot())
 
+        # Biomes: tick the box; the new world has them, and its id (the permalink) differs from the plain world's.
+        plain_world = new_world["id"]
+        browser.evaluate("document.getElementById('biomes').checked = true; document.getElementById('region').value = "
+                         "'1024'; document.getElementById('world-picker').requestSubmit(); true")  # fmt: skip
+        browser.wait_for(f"tilejson && tilejson.world.id !== '{plain_world}'")
+        biome_world = browser.evaluate("tilejson.world")
+        assert biome_world["biomes"] == {"region_px": 1024, "transition_px": 128, "styles": []}
+        assert f"world={biome_world['id']}" in browser.evaluate("location.hash")
+        assert browser.evaluate("document.getElementById('error').textContent") == ""
+        wait_until_tiles_settle(browser, browser.evaluate(LOADED) + 4)
+        assert browser.evaluate("window.tileStats.errors") == 0
+        # Back to the plain world for the upload below.
+        browser.evaluate("document.getElementById('biomes').checked = false; document.getElementById("
+                         "'world-picker').requestSubmit(); true")  # fmt: skip
+        browser.wait_for(f"tilejson && tilejson.world.id === '{plain_world}'")
+
         # Outpaint: pick the landscape photo, watch the job's progress, land on the photo in its new world.
         loaded_before = browser.evaluate(LOADED)
         browser.set_files("#photo", [PHOTO])
