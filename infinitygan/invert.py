@@ -44,6 +44,8 @@ class InversionConfig:
     min_band_px: int = 8  # the photo fades into the generated world over this much where the fit is exact ...
     max_band_px: int = 96  # ... and over this much where it is poor (mean abs error >= band_error, in [0, 1])
     band_error: float = 0.2
+    continuation_weight: float = 3.0  # colour moments of windows beside the photo pulled toward the photo's
+    side_px: int = 64  # width of each such window
     starts: int = 4  # styles tried before fitting (the world's own and starts - 1 seeded others), per horizon
 
 
@@ -212,6 +214,18 @@ def invert_photo(
     latent, styles = anchor.local_latents.values, [anchor.structure_style, anchor.texture_styles]
     noises = [n.values for n in anchor.noises]
     base_styles = [t.detach().clone() for t in styles]
+    side_windows = []
+    if config.continuation_weight > 0:
+        rows = geometry.window_for_span(footprint.y, footprint.height)
+        for x in (footprint.x - footprint.width // 2 - config.side_px, footprint.x + footprint.width * 3 // 2):
+            cols = geometry.window_for_span(x, config.side_px)
+            side_windows.append((rows, cols, footprint.y - rows.first_pixel, x - cols.first_pixel))
+    if mask is None:
+        photo_mean, photo_std = target.mean(dim=(2, 3)), target.std(dim=(2, 3))
+    else:
+        weight = mask / mask.sum()
+        photo_mean = (target * weight).sum(dim=(2, 3))
+        photo_std = ((target - photo_mean[..., None, None]).pow(2) * weight).sum(dim=(2, 3)).sqrt()
     optimizer = torch.optim.Adam(
         [{"params": [latent, *styles], "base_lr": config.lr}, {"params": noises, "base_lr": config.noise_lr}],
         betas=(0.9, 0.999),
@@ -233,6 +247,13 @@ def invert_photo(
                 (s - b).pow(2).mean() for s, b in zip(styles, base_styles, strict=True)
             )
             loss = loss + config.noise_regularize_weight * sum(noise_regularization(n) for n in noises)
+            if side_windows and step % 2 == 0:  # every other step, left and right in turn: ~+35% per job
+                rows, cols, top_s, left_s = side_windows[(step // 2) % len(side_windows)]
+                side = world.forward_window(rows.start, cols.start, rows.cells, cols.cells, anchor_only=True)
+                side = side[..., top_s : top_s + footprint.height, left_s : left_s + config.side_px]
+                moments = (side.mean(dim=(2, 3)) - photo_mean).abs().mean()
+                moments = moments + (side.std(dim=(2, 3)) - photo_std).abs().mean()
+                loss = loss + config.continuation_weight * moments
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -220,3 +220,26 @@ def test_a_finite_reach_blends_back_to_the_base_world_seamlessly(inverted):
     anchored = render_region(World(generator, spec, anchor), reach.x + reach.width - 300, -128, 600, 256)
     base = render_region(World(generator, spec), reach.x + reach.width - 300, -128, 600, 256)
     assert np.array_equal(anchored[:, 400:], base[:, 400:])
+
+
+def test_the_continuation_term_pulls_the_worlds_colours_beside_the_photo_toward_the_photos():
+    generator = lively_tiny_generator()
+    photo, footprint = place_photo(np.asarray(Image.open(PHOTO).convert("RGB")), scene_height=128)
+    spec = WorldSpec(seed=8)
+    distances = []
+    for weight in (0.0, 10.0):
+        config = InversionConfig(steps=20, continuation_weight=weight)
+        anchor, _ = invert_photo(generator, spec, photo, footprint, config)
+        fp = anchor.footprint
+        world = World(generator, spec, anchor)
+        sides = [
+            render_region(world, x, fp.y, config.side_px, fp.height)
+            for x in (fp.x - fp.width // 2 - config.side_px, fp.x + fp.width * 3 // 2)
+        ]  # the windows the term looks at
+        beside = np.concatenate(sides, axis=1).reshape(-1, 3).astype(np.float64)
+        target = photo.reshape(-1, 3).astype(np.float64)
+        distances.append(
+            np.abs(beside.mean(axis=0) - target.mean(axis=0)).mean()
+            + np.abs(beside.std(axis=0) - target.std(axis=0)).mean()
+        )
+    assert distances[1] < 0.8 * distances[0], distances
