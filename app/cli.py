@@ -70,7 +70,7 @@ def _cmd_seed(args: argparse.Namespace) -> None:
 
     from app.seeding import seed_tiles
     from app.settings import Settings
-    from tiles.embedded_redis import ANNOUNCE_FILE, running_server_url
+    from tiles.embedded_redis import ANNOUNCE_FILE
     from tiles.errors import TileError
 
     settings = Settings()
@@ -79,16 +79,13 @@ def _cmd_seed(args: argparse.Namespace) -> None:
     x0, y0, x1, y1 = args.bbox
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"--bbox [{x0}, {x1}) x [{y0}, {y1}) is empty: X1 must exceed X0 and Y1 must exceed Y0")
+    settings = _shared_redis(settings)
     if settings.redis_url is None:
-        # A default server (embedded Redis) announces its socket in its data folder; seed into that one.
-        url = running_server_url(settings.embedded_redis_data_dir)
-        if url is None:
-            where = settings.embedded_redis_data_dir
-            raise model_cli.CLIError(
-                "seeding fills a running server's cache: start it first (bash scripts/serve.sh, from this folder: "
-                f"its Redis announces itself in {where}/{ANNOUNCE_FILE}) or set REDIS_URL to its Redis"
-            )
-        settings = settings.model_copy(update={"redis_url": url})
+        where = settings.embedded_redis_data_dir
+        raise model_cli.CLIError(
+            "seeding fills a running server's cache: start it first (bash scripts/serve.sh, from this folder: "
+            f"its Redis announces itself in {where}/{ANNOUNCE_FILE}) or set REDIS_URL to its Redis"
+        )
     try:
         report = asyncio.run(seed_tiles(settings, args.world, args.zoom, (x0, y0, x1, y1), progress=not args.quiet))
     except TileError as exc:

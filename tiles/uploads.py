@@ -7,7 +7,9 @@ this runs in worker threads): the configured pixel limit is below Pillow's warni
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,23 +48,13 @@ def decode_photo_alpha(
         raise BadImage("the upload is empty")
     if len(data) > max_bytes:
         raise UploadTooLarge(f"the upload is {len(data)} bytes; the limit is {max_bytes}")
-    try:
-        with Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise UploadTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
-            check_aspect(width, height, max_aspect)
-            image.load()
-            rgb, alpha = _upright_rgb_alpha(image)
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard (Image.MAX_IMAGE_PIXELS, left at its default) fires in open() on headers claiming more
-        # than twice that limit, before our check can read the size; it is the same refusal.
-        raise UploadTooLarge(f"the image has too many pixels: {exc}") from None
-    except UnidentifiedImageError:
-        raise UnsupportedImage("not a PNG, JPEG or WebP image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated or corrupt data with any of these, depending on the codec.
-        raise BadImage(f"the image cannot be decoded: {exc}") from None
+    with _opened(data) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UploadTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+        check_aspect(width, height, max_aspect)
+        image.load()
+        rgb, alpha = _upright_rgb_alpha(image)
     if min(rgb.size) < 1:
         raise BadImage("the image has no pixels")
     if alpha is not None and not alpha.any():
@@ -97,12 +89,23 @@ def _upright_rgb_alpha(image: Image.Image) -> tuple[Image.Image, np.ndarray | No
 
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the image's header, without decoding its pixels; UnsupportedImage or BadImage."""
+    with _opened(data) as image:
+        return image.size
+
+
+@contextlib.contextmanager
+def _opened(data: bytes) -> Iterator[Image.Image]:
+    """The upload opened by Pillow (accepted formats only), with every decoder failure inside the block turned into
+    UploadTooLarge, UnsupportedImage or BadImage."""
     try:
         with Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as image:
-            return image.size
+            yield image
     except Image.DecompressionBombError as exc:
+        # Pillow's own guard (Image.MAX_IMAGE_PIXELS, left at its default) fires in open() on headers claiming more
+        # than twice that limit, before our check can read the size; it is the same refusal.
         raise UploadTooLarge(f"the image has too many pixels: {exc}") from None
     except UnidentifiedImageError:
         raise UnsupportedImage("not a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data with any of these, depending on the codec.
         raise BadImage(f"the image cannot be decoded: {exc}") from None
