@@ -22,6 +22,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _lr_step(text: str) -> tuple[int, float]:
+    from infinitygan.training.config import parse_lr_step
+
+    try:
+        return parse_lr_step(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 TIFF_TILE = 256
 
@@ -247,7 +256,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if meta is not None:
         # A resumed run keeps its recipe; only when and where it runs (and the batch size, if given) may change.
         stored = TrainConfig.from_dict(meta["train_config"])
-        config = stored.resumed_with(**runtime, **({"batch": args.batch} if args.batch is not None else {}))
+        try:
+            config = stored.resumed_with(
+                int(meta["step"]),
+                tuple(args.lr_step),
+                **runtime,
+                **({"batch": args.batch} if args.batch is not None else {}),
+            )
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     else:
         config = TrainConfig(
             preset=args.preset,
@@ -260,6 +277,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             augment=args.augment,
             precision=args.precision,
             init_from=args.init_from,
+            lr_steps=tuple(args.lr_step),
             **runtime,
         )
     if args.device == "cuda":
@@ -283,7 +301,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train (or resume) a generator on a folder of landscape images",
         description="Train a generator, or resume the run in --out. A resumed run keeps its recipe: only the "
-        "stopping rule, threads, device, checkpoint/sample intervals and --batch may change.",
+        "stopping rule, threads, device, checkpoint/sample intervals and --batch may change, and --lr-step may add "
+        "learning-rate steps from its current iteration on.",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
     p.add_argument("--data", required=True, help="data folder (e.g. from `infinitygan data fetch`); its train split")
@@ -302,6 +321,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"
     )
     p.add_argument("--resume-point", default=None, help="also write a compact resume point here at every save")
+    p.add_argument(
+        "--lr-step",
+        type=_lr_step,
+        action="append",
+        default=[],
+        metavar="ITER:MULT",
+        help="from iteration ITER on, train G and D at MULT x the learning rate (repeatable; on resume, ITER must "
+        "not be before the run's current iteration)",
+    )
     p.add_argument("--seed", type=_int, default=defaults.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
     p.add_argument("--sample-every", type=_int, default=defaults.sample_every, help="iterations between samples")

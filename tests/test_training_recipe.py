@@ -17,8 +17,8 @@ from infinitygan.cli import main
 from infinitygan.discriminator import Discriminator
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_point, seed_run_from, train
-from infinitygan.training.phases import autocast
-from infinitygan.training.state import read_resume_point
+from infinitygan.training.phases import autocast, set_lr
+from infinitygan.training.state import read_resume_point, read_run_meta
 from tests.model_fixtures import tiny_config as tiny_generator_config
 from tests.training_helpers import tiny_recipe
 
@@ -227,6 +227,25 @@ def test_cli_resumes_a_point_with_another_batch_size(landscape_dir, tmp_path, ca
     # The recipe itself cannot change on resume.
     with pytest.raises(ValueError, match="keeps its recipe"):
         tiny_recipe().resumed_with(preset="small")
+
+
+def test_learning_rate_steps_apply_from_their_iteration_and_only_forward_on_resume(landscape_dir, tmp_path):
+    trainer = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "run", progress=False)
+    argv = ["train", "--data", str(landscape_dir), "--out", str(trainer.out_dir), "--quiet", "--threads", "1"]
+    # A step before the run's iteration would make the stored recipe untrue of what was trained: refused.
+    assert main([*argv, "--max-iterations", "3", "--lr-step", "1:0.5"]) == 1
+    assert main([*argv, "--max-iterations", "4", "--lr-step", "3:0.25"]) == 0
+    resumed = Trainer(tiny_recipe(), landscape_dir, trainer.out_dir)
+    assert resumed.load_state() and resumed.step == 4
+    config = TrainConfig.from_dict(read_run_meta(trainer.out_dir)["train_config"])
+    assert config.lr_steps == ((3, 0.25),)
+    assert [config.lr_at(i) for i in (0, 2, 3, 100)] == [config.lr, config.lr, config.lr / 4, config.lr / 4]
+    # Both optimisers run at the stepped rate (times the lazy-regularisation factor k / (k + 1)).
+    set_lr(resumed.models, config, 3)
+    d_lr = resumed.models.d_opt.param_groups[0]["lr"]
+    assert d_lr == pytest.approx(config.lr / 4 * config.r1_interval / (config.r1_interval + 1))
+    with pytest.raises(ValueError, match="multiplier"):
+        TrainConfig(lr_steps=((5, 0.0),))
 
 
 # ---- the GPU hand-off -------------------------------------------------------------------------------------------

@@ -23,6 +23,18 @@ RUNTIME_FIELDS = (
 )
 
 
+def parse_lr_step(text: str) -> tuple[int, float]:
+    """ "ITERATION:MULTIPLIER" (e.g. "25372:0.25") -> (25372, 0.25). Raises ValueError on anything else."""
+    try:
+        iteration, multiplier = text.split(":")
+        step = (int(iteration), float(multiplier))
+    except ValueError:
+        raise ValueError(f"a learning-rate step is ITERATION:MULTIPLIER (e.g. 25000:0.25), got {text!r}") from None
+    if step[0] < 0 or not 0.0 < step[1] <= 1.0:
+        raise ValueError(f"a learning-rate step needs iteration >= 0 and 0 < multiplier <= 1, got {text!r}")
+    return step
+
+
 def fast_bf16(device: str) -> bool:
     """Whether bf16 convolutions are fast on device: CUDA with bf16 support, or a CPU with oneDNN bf16 kernels."""
     import torch
@@ -50,6 +62,7 @@ class TrainConfig:
     patch_cells: int = 9  # z_S cells per side of a training window: 9 -> 69 px (small), 74 px (small-wavelet)
     batch: int = 8
     lr: float = 0.002
+    lr_steps: tuple[tuple[int, float], ...] = ()  # (iteration, multiplier of lr from there on), G and D alike
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 1.0
     r1_interval: int = 16
@@ -82,6 +95,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.lr_steps = tuple(sorted((int(i), float(m)) for i, m in self.lr_steps))
+        if any(i < 0 or not 0.0 < m <= 1.0 for i, m in self.lr_steps):
+            raise ValueError(f"lr_steps need iteration >= 0 and 0 < multiplier <= 1, got {self.lr_steps}")
         if self.batch < 2 or self.batch % 2:
             raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
         if self.patch_cells < 1:
@@ -100,6 +116,14 @@ class TrainConfig:
             return self.precision
         return "bf16" if fast_bf16(device or self.device) else "fp32"
 
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate at an iteration: lr times the multiplier of the last lr_steps entry at or before it."""
+        multiplier = 1.0
+        for start, value in self.lr_steps:
+            if start <= iteration:
+                multiplier = value
+        return self.lr * multiplier
+
     @property
     def augment_policy(self) -> tuple[str, ...]:
         return parse_policy(self.augment)
@@ -116,10 +140,17 @@ class TrainConfig:
         values.update({k: v for k, v in data.items() if k in known})
         return cls(**values)
 
-    def resumed_with(self, **runtime: Any) -> TrainConfig:
-        """This config with runtime settings (RUNTIME_FIELDS) and the batch size replaced, for a resumed run."""
+    def resumed_with(
+        self, step: int = 0, lr_steps: tuple[tuple[int, float], ...] = (), **runtime: Any
+    ) -> TrainConfig:
+        """This config with runtime settings (RUNTIME_FIELDS) and the batch size replaced, for a resumed run at
+        iteration `step`. lr_steps are added to the schedule; each must lie at or after `step`, so the recorded
+        recipe stays true of every iteration already trained. Raises ValueError otherwise."""
         allowed = {*RUNTIME_FIELDS, "batch"}
         unknown = sorted(set(runtime) - allowed)
         if unknown:
             raise ValueError(f"a resumed run keeps its recipe; cannot change {unknown}")
-        return dataclasses.replace(self, **runtime)
+        past = [f"{i}:{m}" for i, m in lr_steps if i < step]
+        if past:
+            raise ValueError(f"the run is at iteration {step}; a learning-rate step cannot start before it: {past}")
+        return dataclasses.replace(self, lr_steps=(*self.lr_steps, *lr_steps), **runtime)

@@ -109,6 +109,7 @@ class Trainer:
     def train_step(self) -> None:
         config, models, rng = self.config, self.models, self.rng
         real, top_px, vpos = self.real_batch()
+        phases.set_lr(models, config, self.step)
         self.losses.update(phases.d_step(models, config, real, top_px, vpos, rng))
         if self.step % config.r1_interval == 0:
             self.losses.update(phases.r1_step(models, config, real, rng))

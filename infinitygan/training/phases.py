@@ -45,6 +45,14 @@ def lazy_adam(params, config: TrainConfig, interval: int) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=config.lr * c, betas=(config.betas[0] ** c, config.betas[1] ** c), eps=1e-8)
 
 
+def set_lr(models: Models, config: TrainConfig, iteration: int) -> None:
+    """Set both optimisers to config.lr_at(iteration), with the same lazy-regularisation factor as lazy_adam."""
+    lr = config.lr_at(iteration)
+    for opt, interval in ((models.g_opt, config.pl_interval), (models.d_opt, config.r1_interval)):
+        for group in opt.param_groups:
+            group["lr"] = lr * interval / (interval + 1)
+
+
 def autocast(config: TrainConfig, device: torch.device):
     """bf16 autocast when the config resolves to bf16 on device, else a no-op context."""
     if config.resolved_precision(device.type) == "bf16":
