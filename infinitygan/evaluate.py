@@ -10,9 +10,9 @@
   ~3.7x the 69 px training patch), framed like a random whole-height crop of a training photo (as many rows above
   the horizon), downsample both 4x and compare: does the model still look like the data when asked for much more
   than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd.
-- seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean across the other 16 px latent-cell
-  boundaries (same phase of the latent grid), on stitched render_region output (the horizon row, a chunk boundary
-  with real content on it, is left out). ~1.0 = seamless.
+- seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean across the latent-cell boundaries
+  one cell either side of them (same phase of the latent grid, same neighbourhood), on stitched render_region output
+  (the horizon row, a chunk boundary with real content on it, is left out). ~1.0 = seamless.
 - diversity: mean absolute pixel difference (in [0, 1]) between renders of the same region for different seeds.
 """
 
@@ -232,23 +232,27 @@ def scene_squares(world: World, scene_height: int, column: int, top: int | None 
 
 
 def seam_ratio(pixels: np.ndarray, x0: int, y0: int, period: int = 1, skip_rows: tuple[int, ...] = (0,)) -> float:
-    """Mean |difference| across chunk-boundary pixel pairs over the mean across the other pairs at the same phase.
+    """Mean |difference| across chunk-boundary pixel pairs over the mean across the control pairs beside them.
 
-    x0, y0: world position of pixels[0, 0]. Only pairs straddling a multiple of `period` (the latent cell size) count
-    as interior: chunk boundaries are multiples of the cell size, and a generator may draw a faint cell-periodic
-    pattern that would otherwise bias the ratio. Boundaries in skip_rows (world rows) are ignored entirely.
+    x0, y0: world position of pixels[0, 0]. The controls of a boundary at c are the pairs straddling c - period and
+    c + period (the neighbouring latent-cell boundaries, the same phase of the latent grid): a generator may draw a
+    faint cell-periodic pattern, and its statistics change with the row (sky is smoother than ground), so a control
+    taken from the same neighbourhood keeps both out of the ratio. Boundaries in skip_rows (world rows) are ignored
+    entirely; controls stay inside the image. ~1.0 = seamless.
     """
     image = pixels.astype(np.float64)
     dx = np.abs(image[:, 1:] - image[:, :-1]).mean(axis=2)  # pair (c-1, c) at index c-1
     dy = np.abs(image[1:] - image[:-1]).mean(axis=2)
     cols = np.arange(1, image.shape[1]) + x0
     rows = np.arange(1, image.shape[0]) + y0
-    col_seam, col_phase = cols % CHUNK_PX == 0, cols % period == 0
-    row_seam, row_phase = rows % CHUNK_PX == 0, rows % period == 0
-    row_keep = ~np.isin(rows, skip_rows)
-    seam = np.concatenate([dx[:, col_seam].ravel(), dy[row_seam & row_keep].ravel()])
-    interior = np.concatenate([dx[:, col_phase & ~col_seam].ravel(), dy[row_phase & ~row_seam & row_keep].ravel()])
-    return float(seam.mean() / max(interior.mean(), 1e-12))
+    col_seam = cols % CHUNK_PX == 0
+    row_seam = (rows % CHUNK_PX == 0) & ~np.isin(rows, skip_rows)
+    col_control = np.isin(cols, np.concatenate([cols[col_seam] - period, cols[col_seam] + period])) & ~col_seam
+    row_control = np.isin(rows, np.concatenate([rows[row_seam] - period, rows[row_seam] + period]))
+    row_control &= ~np.isin(rows, rows[rows % CHUNK_PX == 0])
+    seam = np.concatenate([dx[:, col_seam].ravel(), dy[row_seam].ravel()])
+    control = np.concatenate([dx[:, col_control].ravel(), dy[row_control].ravel()])
+    return float(seam.mean() / max(control.mean(), 1e-12))
 
 
 def contact_sheet(tiles: list[np.ndarray], columns: int = 4, gap: int = 4) -> np.ndarray:

@@ -200,6 +200,13 @@ def test_seam_ratio_sees_a_step_at_a_chunk_boundary():
     horizon = smooth.copy()
     horizon[256:] += 40  # a jump at world row 0 (the horizon) is content, not a seam
     assert seam_ratio(horizon, 0, -256) == pytest.approx(1.0, abs=0.1)
+    # Texture that changes with the row (smooth sky, rough ground) is content too: a seam row in rough ground is
+    # compared with the rough rows beside it, not with the image's average.
+    rows = np.arange(512)[:, None, None]
+    graded = (100 + rng.integers(0, 1 + rows // 8, (512, 512, 3))).astype(np.uint8)
+    assert seam_ratio(graded, 0, -384, period=16) == pytest.approx(1.0, abs=0.1)  # seam rows: -256 (and 0)
+    graded[128:] += 40  # a step at world row -256
+    assert seam_ratio(graded, 0, -384, period=16) > 1.5
 
 
 def test_swd_grows_with_the_difference_between_distributions():
