@@ -9,7 +9,10 @@
 - swd_scaleinv_4x: render a scene_height-square region of each world with the world API (the full scene height,
   ~3.7x the 69 px training patch), framed like a random whole-height crop of a training photo (as many rows above
   the horizon), downsample both 4x and compare: does the model still look like the data when asked for much more
-  than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd.
+  than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd. swd_scaleinv_4x_real_floor: the same distance
+  between two disjoint sets of real squares (64 downsampled squares are far fewer samples than 512 patches, so this
+  floor is ~2.5x the patch floor: a perfect model has scaleinv_ratio ~2.5); scaleinv_floor_ratio =
+  swd_scaleinv_4x / its floor, to set beside swd_floor_ratio.
 - seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean across the latent-cell boundaries
   one cell either side of them (same phase of the latent grid, same neighbourhood), on stitched render_region output
   (the horizon row, a chunk boundary with real content on it, is left out). ~1.0 = seamless.
@@ -181,7 +184,8 @@ class RealSet:
         return self._patches[key]
 
     def scene_squares(self) -> tuple[torch.Tensor, list[int]]:
-        """(squares (N, 3, H, H) in [-1, 1], horizon row of each): whole-height crops of the training photos."""
+        """(squares (2N, 3, H, H) in [-1, 1], horizon row of each): whole-height crops of the training photos, N =
+        scaleinv_images; the first N are what generated squares are compared with, the second N give the floor."""
         from infinitygan.data import load_scenes
 
         if self._squares is None:
@@ -189,7 +193,7 @@ class RealSet:
             rng = np.random.default_rng(self.options.seed + 17)
             squares, horizons = [], []
             size = self.scene_height
-            for _ in range(self.options.scaleinv_images):
+            for _ in range(2 * self.options.scaleinv_images):
                 scene = scenes[rng.integers(len(scenes))]
                 left = int(rng.integers(scene.pixels.shape[2] - size + 1))
                 crop = scene.pixels[:, :, left : left + size]
@@ -322,6 +326,8 @@ def evaluate(
     # Scale-invariance: each image is a different world, at a different chunk-aligned column, framed like its real
     # counterpart (the same rows above and below the horizon).
     real_squares, horizons = reals.scene_squares()
+    count = options.scaleinv_images
+    real_squares, floor_squares, horizons = real_squares[:count], real_squares[count:], horizons[:count]
     fake_squares = []
     for i, horizon in enumerate(horizons):
         world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
@@ -329,6 +335,12 @@ def evaluate(
         fake_squares.append(uint8_to_tensor(pixels))
     scaleinv = swd(
         F.avg_pool2d(torch.stack(fake_squares), 4),
+        F.avg_pool2d(real_squares, 4),
+        per_image=options.descriptors_per_image,
+        seed=options.seed,
+    )
+    scaleinv_floor = swd(
+        F.avg_pool2d(floor_squares, 4),
         F.avg_pool2d(real_squares, 4),
         per_image=options.descriptors_per_image,
         seed=options.seed,
@@ -350,6 +362,8 @@ def evaluate(
         {
             "swd_scaleinv_4x": round(scaleinv["mean"], 3),
             "scaleinv_ratio": round(scaleinv["mean"] / max(result["swd"], 1e-9), 3),
+            "swd_scaleinv_4x_real_floor": round(scaleinv_floor["mean"], 3),
+            "scaleinv_floor_ratio": round(scaleinv["mean"] / max(scaleinv_floor["mean"], 1e-9), 3),
             "seam_score": round(float(np.mean(seams)), 4),
             "diversity": round(diversity, 4),
             "patch_px": patch_px,
@@ -399,6 +413,8 @@ TABLE_COLUMNS = (
     ("swd_eval_floor_ratio", "xfloor"),
     ("swd_scaleinv_4x", "SWD 4x"),
     ("scaleinv_ratio", "4x/1x"),
+    ("swd_scaleinv_4x_real_floor", "4x floor"),
+    ("scaleinv_floor_ratio", "4x xfloor"),
     ("seam_score", "seam"),
     ("diversity", "diversity"),
     ("trained_iterations", "iterations"),

@@ -261,3 +261,6 @@ def test_eval_reports_both_splits_with_their_floors(landscape_dir, tmp_path):
         assert result[prefix] > result[f"{prefix}_real_floor"] > 0
         assert result[f"{prefix}_floor_ratio"] == pytest.approx(result[prefix] / result[f"{prefix}_real_floor"], 0.01)
     assert result["scaleinv_ratio"] == pytest.approx(result["swd_scaleinv_4x"] / result["swd"], rel=0.01)
+    assert result["scaleinv_floor_ratio"] == pytest.approx(
+        result["swd_scaleinv_4x"] / result["swd_scaleinv_4x_real_floor"], rel=0.01
+    )
