@@ -9,11 +9,11 @@ from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator
 
 from app.resources import Resources
-from tiles.geometry import TileAddress
 from tiles.worlds import WorldRecord
 
 
-def get_resources(request: Request) -> Resources:
+# Every dependency is async: FastAPI runs plain functions in a worker thread (a thread hop per request each).
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
@@ -33,22 +33,13 @@ def _canonical_int(value: object) -> object:
 TileIndex = Annotated[int, BeforeValidator(_canonical_int)]
 
 
-def tile_address(
-    z: Annotated[TileIndex, Path(description="zoom")],
-    x: Annotated[TileIndex, Path(description="column; grows right, may be negative")],
-    y: Annotated[TileIndex, Path(description="row; grows down, may be negative")],
-) -> TileAddress:
-    return TileAddress(z, x, y)
-
-
 async def world_record(world: Annotated[str, Path(description="world id")], resources: ResourcesDep) -> WorldRecord:
     return await resources.worlds.get(world)
 
 
-def default_world(resources: ResourcesDep) -> WorldRecord:
+async def default_world(resources: ResourcesDep) -> WorldRecord:
     return resources.worlds.default
 
 
-TileDep = Annotated[TileAddress, Depends(tile_address)]
 WorldDep = Annotated[WorldRecord, Depends(world_record)]
 DefaultWorldDep = Annotated[WorldRecord, Depends(default_world)]

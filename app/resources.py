@@ -17,6 +17,7 @@ from tiles.cache import TileCache
 from tiles.embedded_redis import EmbeddedRedis, supervise
 from tiles.geometry import TileGrid
 from tiles.jobs import JobQueue
+from tiles.memory_tier import MemoryTier
 from tiles.metrics import TileMetrics
 from tiles.outpaint import OutpaintWorker, worker_link
 from tiles.redis_link import RedisLink, connect
@@ -119,7 +120,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         log.info("model %s, redis %s", renderer.model_hash, where)
         yield Resources(
             settings=settings,
-            tiles=TileService(renderer, cache, scheduler, grid, metrics, AnchorStore(link)),
+            tiles=TileService(
+                renderer,
+                cache,
+                scheduler,
+                grid,
+                metrics,
+                AnchorStore(link),
+                memory=MemoryTier(int(settings.memory_cache_mb * 2**20)),
+            ),
             worlds=WorldRegistry(link, renderer.model_hash, default_world),
             jobs=jobs,
             worker=worker,

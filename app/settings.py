@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
     default_seed: int = Field(0, ge=0, lt=2**63)
     default_psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0)
+    memory_cache_mb: float = Field(
+        128, ge=0, description="in-process tier of hot tiles in front of Redis, in MiB (0 = off); per process"
+    )
     render_threads: int = Field(2, ge=1, le=64)
     torch_threads: int | None = Field(None, ge=1, description="None = cores / render_threads")
     max_pending_renders: int = Field(

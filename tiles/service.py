@@ -7,7 +7,6 @@ pipeline, so zoom-out tiles reuse whatever children (and native tiles) are alrea
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from tiles.cache import TileCache, tile_key
 from tiles.errors import RenderQueueFull
 from tiles.geometry import TILE_SIZE, TileAddress, TileGrid
 from tiles.imaging import UPSCALE_MARGIN_PX, decode_png, downsample_children, encode_png, upscale_crop
+from tiles.memory_tier import MemoryTier
 from tiles.metrics import TileMetrics
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler
@@ -41,12 +41,9 @@ LOCK_MAX_WAIT_S = 120.0  # a holder still renewing after this long is treated as
 @dataclass(frozen=True)
 class Tile:
     png: bytes
-    cache_hit: bool
+    etag: str  # strong ETag of png (tiles.memory_tier.png_etag)
+    cache_hit: bool  # from the memory tier or Redis, not rendered for this request
     seconds: float  # time this request spent producing the tile
-
-    @property
-    def etag(self) -> str:
-        return f'"{hashlib.sha256(self.png).hexdigest()[:32]}"'
 
 
 class TileService:
@@ -59,6 +56,7 @@ class TileService:
         metrics: TileMetrics,
         anchors: AnchorStore | None = None,
         *,
+        memory: MemoryTier | None = None,
         lock_ttl_ms: int = LOCK_TTL_MS,
         lock_poll_s: float = LOCK_POLL_S,
         lock_max_wait_s: float = LOCK_MAX_WAIT_S,
@@ -69,6 +67,7 @@ class TileService:
         self.grid = grid
         self.metrics = metrics
         self.anchors = anchors or AnchorStore(cache.link)
+        self.memory = memory if memory is not None else MemoryTier(0)  # (an empty tier is falsy: it has a len)
         self.lock_ttl_ms = lock_ttl_ms
         self.lock_poll_s = lock_poll_s
         self.lock_max_wait_s = lock_max_wait_s
@@ -78,17 +77,32 @@ class TileService:
     def model_hash(self) -> str:
         return self.renderer.model_hash
 
-    async def tile(self, world: WorldRecord, tile: TileAddress) -> Tile:
-        """The tile's PNG; raises ZoomOutOfRange, TileOutOfBounds or RenderQueueFull."""
+    def cached(self, world: WorldRecord, tile: TileAddress) -> Tile | None:
+        """The tile from the in-process memory tier, or None; no I/O, so a hot tile needs no task or await.
+        Raises ZoomOutOfRange or TileOutOfBounds."""
         self.grid.check(tile)
+        entry = self.memory.get(tile_key(self.model_hash, world.id, tile))
+        if entry is None:
+            return None
+        self.metrics.cache_lookups.labels("memory").inc()
+        self.metrics.served.labels(str(tile.z), "hit").inc()
+        return Tile(png=entry.png, etag=entry.etag, cache_hit=True, seconds=0.0)
+
+    async def tile(self, world: WorldRecord, tile: TileAddress) -> Tile:
+        """The tile's PNG: memory tier, then Redis, then one render across callers and replicas. Raises
+        ZoomOutOfRange, TileOutOfBounds or RenderQueueFull."""
+        hot = self.cached(world, tile)
+        if hot is not None:
+            return hot
         started = time.perf_counter()
         key = tile_key(self.model_hash, world.id, tile)
         png = await self._lookup(key)
         hit = png is not None
         if png is None:
             png = await self._produce_admitted(world, tile, key)
+        entry = self.memory.get(key) or self.memory.put(key, png)  # a joined render may have kept it already
         self.metrics.served.labels(str(tile.z), "hit" if hit else "miss").inc()
-        return Tile(png=png, cache_hit=hit, seconds=time.perf_counter() - started)
+        return Tile(png=png, etag=entry.etag, cache_hit=hit, seconds=time.perf_counter() - started)
 
     async def _lookup(self, key: str) -> bytes | None:
         png = await self.cache.get(key)

@@ -114,6 +114,7 @@ def live_server(redis_url: str, tiny_model: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def client(live_server: LiveServer, redis_client: redis.Redis) -> Iterator[httpx.Client]:
+    live_server.resources.tiles.memory.clear()  # with Redis flushed, every test starts from cold tiles
     with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
         yield http
 

@@ -38,9 +38,13 @@ def test_stopping_redis_mid_test_still_serves_tiles(tiny_model: Path) -> None:
 
             redis_server.stop()
 
-            again = client.get(url)
-            assert again.status_code == 200 and again.headers["x-cache"] == "MISS"
+            again = client.get(url)  # hot: the memory tier still has it
+            assert again.status_code == 200 and again.headers["x-cache"] == "HIT"
             assert again.content == cached.content
+            server.resources.tiles.memory.clear()
+            rendered = client.get(url)  # and without it, rendered again without Redis
+            assert rendered.status_code == 200 and rendered.headers["x-cache"] == "MISS"
+            assert rendered.content == cached.content
             for path in (f"/worlds/{world}/tiles/5/1/0.png", f"/worlds/{world}/tiles/4/0/0.png", "/tiles/5/9/9.png"):
                 assert client.get(path).status_code == 200, path
             health = client.get("/healthz").json()

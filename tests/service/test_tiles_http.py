@@ -43,13 +43,27 @@ def test_miss_then_hit_with_identical_bytes(client: httpx.Client) -> None:
     assert pixels(first).shape == (256, 256, 3)
 
 
-def test_rendering_again_gives_identical_png_bytes(client: httpx.Client, redis_client) -> None:
+def test_rendering_again_gives_identical_png_bytes(client: httpx.Client, redis_client, live_server) -> None:
     world = new_world(client, 12)
     first = client.get(f"/worlds/{world}/tiles/4/0/0.png")
     redis_client.flushdb()  # the next request renders the tile (and its children) from scratch
+    live_server.resources.tiles.memory.clear()
     second = client.get(f"/worlds/{world}/tiles/4/0/0.png")
     assert second.headers["x-cache"] == "MISS"
     assert first.content == second.content
+
+
+def test_hot_tiles_are_served_from_the_memory_tier_without_redis(client: httpx.Client, redis_client) -> None:
+    world = new_world(client, 13)
+    url = f"/worlds/{world}/tiles/5/1/1.png"
+    first = client.get(url)
+    redis_client.flushdb()  # gone from Redis: only the memory tier still holds it
+    before = metric(client, "tile_cache_lookups_total", result="memory")
+    second = client.get(url)
+    assert second.headers["x-cache"] == "HIT" and second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert metric(client, "tile_cache_lookups_total", result="memory") == before + 1
+    assert redis_client.dbsize() == 0  # a memory hit never reached Redis, not even to write the tile back
 
 
 def test_if_none_match_gives_304_without_body(client: httpx.Client) -> None:
