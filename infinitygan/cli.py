@@ -444,12 +444,44 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_distill)
 
 
+def _cmd_sheet(args: argparse.Namespace) -> None:
+    from infinitygan.checkpoint import load_generator
+    from infinitygan.evaluate import horizon_sheet
+
+    if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise CLIError(f"--out must end in .png, .jpg or .jpeg, got {args.out}")
+    model = load_generator(args.checkpoint)
+    sheet = horizon_sheet(
+        model.generator, seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, seed=args.seed
+    )
+    sheet.save(args.out, quality=90)  # quality applies to JPEG only
+    print(f"wrote {args.out}: {args.seeds} worlds of {model.model_hash}, {args.width}x{args.height} each")
+
+
+def _add_sheet(sub: argparse._SubParsersAction) -> None:
+    from infinitygan.world import DEFAULT_PSI
+
+    p = sub.add_parser(
+        "sheet",
+        help="a contact sheet of several worlds, each a region centred on the horizon (judging a model by eye)",
+    )
+    p.add_argument("checkpoint", help="generator .safetensors file")
+    p.add_argument("--out", required=True, help="PNG or JPEG file")
+    p.add_argument("--seeds", type=_int, default=8, help="worlds: seeds SEED .. SEED+SEEDS-1")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--width", type=_int, default=1024, help="pixels per world")
+    p.add_argument("--height", type=_int, default=512, help="pixels per world")
+    p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation (default: the served {DEFAULT_PSI})")
+    p.set_defaults(handler=_cmd_sheet)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_init,
     _add_data,
     _add_train,
     _add_eval,
+    _add_sheet,
     _add_distill,
 ]
 

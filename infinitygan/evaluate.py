@@ -450,3 +450,33 @@ def sample_strip(
             pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2))
             sheet.paste(Image.fromarray(pixels), (i * (scene_height + gap), top + label))
     return sheet
+
+
+def horizon_sheet(
+    generator: Generator,
+    *,
+    seeds: int = 8,
+    width: int = 1024,
+    height: int = 512,
+    psi: float = DEFAULT_PSI,
+    seed: int = 0,
+    columns: int = 2,
+) -> Image.Image:
+    """A contact sheet for judging a model by eye: world seeds seed..seed+seeds-1, each a width x height region
+    centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi, `columns` per row,
+    the seed written above each. Raises ValueError for a non-positive size or count."""
+    from PIL import ImageDraw
+
+    if seeds < 1 or width < 1 or height < 1 or columns < 1:
+        raise ValueError(f"seeds, width, height and columns must be positive: {seeds}, {width}, {height}, {columns}")
+    gap, label = 8, 16
+    rows = math.ceil(seeds / columns)
+    sheet = Image.new("RGB", (columns * (width + gap) - gap, rows * (height + label + gap) - gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i in range(seeds):
+        left, top = (i % columns) * (width + gap), (i // columns) * (height + label + gap)
+        draw.text((left + 2, top + 2), f"seed {seed + i}, psi {psi:g}", fill=(0, 0, 0))
+        world = World(generator.eval(), WorldSpec(seed=seed + i, psi=psi))
+        pixels = render_region(world, -width // 2, -height // 2, width, height)
+        sheet.paste(Image.fromarray(pixels), (left, top + label))
+    return sheet

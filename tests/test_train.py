@@ -264,3 +264,22 @@ def test_eval_reports_both_splits_with_their_floors(landscape_dir, tmp_path):
     assert result["scaleinv_floor_ratio"] == pytest.approx(
         result["swd_scaleinv_4x"] / result["swd_scaleinv_4x_real_floor"], rel=0.01
     )
+
+
+def test_sheet_cli_renders_each_world_around_the_horizon(tmp_path, capsys):
+    from infinitygan import save_generator
+    from infinitygan.cli import main
+    from infinitygan.world import render_region
+
+    generator = build_generator("tiny")
+    checkpoint = save_generator(generator, tmp_path / "tiny.safetensors", {"scene_height": 128})
+    out = tmp_path / "sheet.png"
+    argv = ["sheet", str(checkpoint), "--out", str(out), "--seeds", "3", "--width", "64", "--height", "32"]
+    assert main([*argv, "--psi", "0.7", "--seed", "5"]) == 0
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (2 * (32 + 16 + 8) - 8, 2 * 64 + 8, 3)  # 2 columns, 2 rows, gaps and labels
+    third = render_region(World(generator.eval(), WorldSpec(seed=7, psi=0.7)), -32, -16, 64, 32)
+    assert np.array_equal(sheet[56 + 16 : 56 + 16 + 32, :64], third)  # seed 5 + 2, first column of row 2
+    assert main([*argv[:-6], "--seeds", "0"]) == 2
+    assert main(["sheet", str(checkpoint), "--out", str(tmp_path / "x.gif")]) == 1
+    assert "must end in" in capsys.readouterr().err
