@@ -24,6 +24,18 @@ def scaled_leaky_relu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
 
 
+def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution, (B, I, H, W) x (O, I, 1, 1) -> (B, O, H, W), as one matrix product per sample.
+
+    The same sum as F.conv2d, but bit-reproducible: oneDNN's 1x1 convolutions split the channel reduction by the
+    thread count (60 of 216 layer shapes gave different bits at 1 and 2 threads) and a batched product can differ
+    from per-sample ones, while a per-sample GEMM gave identical bits at 1 and 2 threads for all 216
+    (tests/test_layers.py). So a tile does not depend on threads or on what else is in the batch.
+    """
+    w = weight.flatten(1)
+    return torch.stack([(w @ sample.flatten(1)).view(w.shape[0], *sample.shape[1:]) for sample in x])
+
+
 def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Crop equal margins from both sides; the margins must be whole pixels."""
     dh, dw = x.shape[-2] - height, x.shape[-1] - width
@@ -152,13 +164,13 @@ class ModulatedConv2d(nn.Module):
         energy = weight.pow(2).sum(dim=(2, 3))  # (O, I)
         if s.shape[-2:] == (1, 1):
             return torch.rsqrt(s.flatten(1).pow(2) @ energy.t() + DEMOD_EPS)[:, :, None, None]
-        per_location = F.conv2d(s.pow(2), energy[:, :, None, None])
+        per_location = conv1x1(s.pow(2), energy)
         return torch.rsqrt(center_crop(per_location, *out_hw) + DEMOD_EPS)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.affine(style)
         weight = self.scaled_weight()
-        out = F.conv2d(x * s, weight)
+        out = conv1x1(x * s, weight) if self.kernel_size == 1 else F.conv2d(x * s, weight)
         if self.demodulate:
             out = out * self.demodulation(s, weight, out.shape[-2:])
         return out
@@ -199,7 +211,7 @@ class SeparableModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x * self.style_scale(style), self.depthwise * self.depthwise_gain, groups=x.shape[1])
-        return F.conv2d(out, self.fused_pointwise())
+        return conv1x1(out, self.fused_pointwise())
 
 
 class TransposedUpsampleConv(ModulatedConv2d):

@@ -132,3 +132,23 @@ def test_mapping_truncation_moves_toward_tracked_average():
     torch.testing.assert_close(mapping.w_avg, w.mean(0))
     torch.testing.assert_close(mapping.truncate(w, 0.0), mapping.w_avg.expand_as(w))
     torch.testing.assert_close(mapping.truncate(w, 0.5), (w + mapping.w_avg) / 2)
+
+
+def test_conv1x1_is_the_1x1_convolution_and_independent_of_threads_and_batch():
+    import torch.nn.functional as F
+
+    from infinitygan.layers import conv1x1
+
+    torch.manual_seed(0)
+    previous = torch.get_num_threads()
+    try:
+        for c_in, c_out, hw in ((64, 3, 69), (128, 12, 37), (32, 128, 133)):
+            x, weight = torch.randn(3, c_in, hw, hw), torch.randn(c_out, c_in, 1, 1)
+            torch.set_num_threads(2)
+            two = conv1x1(x, weight)
+            torch.testing.assert_close(two, F.conv2d(x, weight), rtol=1e-5, atol=1e-4)
+            assert torch.equal(conv1x1(x[1:2], weight), two[1:2])  # what else is in the batch changes nothing
+            torch.set_num_threads(1)
+            assert torch.equal(conv1x1(x, weight), two)
+    finally:
+        torch.set_num_threads(previous)
