@@ -409,8 +409,9 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     teacher = load_generator(args.teacher)
     config = DistillConfig(
-        student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed
-    )
+        student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
+        init_from=args.init_from,
+    )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
     try:
@@ -440,6 +441,10 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
+    p.add_argument(
+        "--init-from", default=None, help="start G_T from this student checkpoint (a new run only; e.g. re-distilling "
+        "for a retrained teacher)"
+    )
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
     p.set_defaults(handler=_cmd_distill)
 

@@ -58,6 +58,7 @@ class DistillConfig:
     adversarial_weight: float = 0.05
     psi_range: tuple[float, float] = (0.6, 1.0)  # truncation sampled per batch: the student serves psi < 1 worlds
     seed: int = 0
+    init_from: str | None = None  # a student checkpoint whose G_T starts this run (re-distilling for a new teacher)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -81,6 +82,24 @@ def build_student(teacher: Generator, preset: str, *, init_seed: int = 0) -> Gen
     for name, parameter in student.named_parameters():
         parameter.requires_grad_(not name.startswith(SHARED_PREFIXES))
     return student
+
+
+def warm_start_student(student: Generator, checkpoint: Path) -> int:
+    """Copy another student's G_T tensors (same name and shape) into `student`, leaving the mapping network and G_S
+    (the teacher's) alone; returns how many were copied. Raises DistillError when none match (another preset)."""
+    from infinitygan.checkpoint import load_generator
+
+    source = load_generator(checkpoint).generator.state_dict()
+    own = student.state_dict()
+    copied = {
+        k: v for k, v in source.items() if not k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape
+    }
+    trainable = [k for k in own if not k.startswith(SHARED_PREFIXES)]
+    if len(copied) < len(trainable):
+        missing = sorted(set(trainable) - set(copied))
+        raise DistillError(f"{checkpoint} is not a student of this preset: {len(missing)} differ, e.g. {missing[:3]}")
+    student.load_state_dict(copied, strict=False)
+    return len(copied)
 
 
 def pixel_shift(teacher: Generator, student: Generator) -> Fraction:
@@ -248,7 +267,8 @@ class Distiller:
             raise DistillError(f"{out} distils teacher {header['teacher']}, not {teacher.model_hash}")
         raw = json.loads(header["config"])
         raw["psi_range"] = tuple(raw["psi_range"])
-        run = cls(teacher, DistillConfig(**raw))
+        config = DistillConfig(**raw)
+        run = cls(teacher, config, build_student(teacher.generator, config.student_preset))  # weights: from the state
         tensors = load_file(str(path))
         run.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student.")})
         run.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
@@ -283,7 +303,12 @@ def distill(
         run = Distiller.resume(out, teacher)
         log(f"resumed {out} at step {run.step_count}")
     else:
-        run = Distiller(teacher, config or DistillConfig())
+        config = config or DistillConfig()
+        student = build_student(teacher.generator, config.student_preset)
+        if config.init_from is not None:
+            copied = warm_start_student(student, Path(config.init_from))
+            log(f"warm start: {copied} G_T tensors from {config.init_from}")
+        run = Distiller(teacher, config, student)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     while (max_steps is None or run.step_count < max_steps) and (deadline is None or time.monotonic() < deadline):
         losses = run.step()

@@ -3,6 +3,7 @@ learns)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,22 @@ def test_distillation_resumes_exactly(tmp_path: Path):
     other = LoadedGenerator.in_memory(build_generator("tiny", init_seed=9))
     with pytest.raises(DistillError, match="distils teacher"):
         Distiller.resume(tmp_path / "resumed", other)
+
+
+def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
+    old = distill(teacher_model(), tmp_path / "old", TINY, max_steps=2, save_every=100, log=lambda _: None)
+    new_teacher = LoadedGenerator.in_memory(lively_tiny_generator(init_seed=4))
+    config = dataclasses.replace(TINY, init_from=str(tmp_path / "old" / "student.safetensors"))
+    run = distill(new_teacher, tmp_path / "new", config, max_steps=0, log=lambda _: None)
+    for name, tensor in run.student.state_dict().items():
+        source = new_teacher.generator if name.startswith(("mapping", "structure")) else old.student
+        assert torch.equal(tensor, source.state_dict()[name]), name
+    # Resuming that run takes its own state, not the warm start again (which may be gone by then).
+    (tmp_path / "old" / "student.safetensors").unlink()
+    assert distill(new_teacher, tmp_path / "new", max_steps=1, log=lambda _: None).step_count == 1
+    wrong = save_generator(build_generator("tiny"), tmp_path / "teacher-shaped.safetensors")
+    with pytest.raises(DistillError, match="not a student of this preset"):
+        distill(new_teacher, tmp_path / "bad", dataclasses.replace(TINY, init_from=str(wrong)), max_steps=0)
 
 
 def test_distillation_brings_the_student_closer_to_its_teacher():
