@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,10 @@ class GeneratorConfig:
         latent cell is 2^(k+1) pixels for k stages.
     texture_conv: G_T's 3x3 convs: "full" (StyleGAN2's modulated conv) or "separable" (MobileStyleGAN's
         depthwise-separable modulated conv with demodulation fusion, for distilled students).
+    texture_input_gain: G_T multiplies z_S by this first. 1 for a trained teacher; a student distilled from it takes
+        1 / RMS of the teacher's z_S, since its weights start at the unit scale a long-trained G_S has left behind
+        (measured: RMS 12 for the first shipped model, 140 after 28k more iterations, and a fresh student's output
+        scales with it).
     """
 
     preset: str
@@ -50,6 +55,7 @@ class GeneratorConfig:
     vertical_gain: float = 0.3
     wavelet_output: bool = False
     texture_conv: TextureConv = "full"
+    texture_input_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -58,6 +64,8 @@ class GeneratorConfig:
             raise ValueError(f"texture_conv must be one of {TEXTURE_CONVS}, got {self.texture_conv!r}")
         if self.structure_kernel % 2 == 0:
             raise ValueError("structure_kernel must be odd so margins are symmetric")
+        if not (math.isfinite(self.texture_input_gain) and self.texture_input_gain > 0):
+            raise ValueError(f"texture_input_gain must be positive and finite, got {self.texture_input_gain!r}")
         if not self.texture_widths:
             raise ValueError("texture_widths needs at least one stage")
         object.__setattr__(self, "texture_widths", tuple(int(w) for w in self.texture_widths))

@@ -71,6 +71,7 @@ def build_student(teacher: Generator, preset: str, *, init_seed: int = 0) -> Gen
     config = preset_config(preset)
     if config.cell_px != teacher.config.cell_px:
         raise DistillError(f"student cell {config.cell_px} px != teacher cell {teacher.config.cell_px} px")
+    config = dataclasses.replace(config, texture_input_gain=1.0 / structure_rms(teacher))
     torch.manual_seed(init_seed)
     student = Generator(config)
     shared = {k: v for k, v in teacher.state_dict().items() if k.startswith(SHARED_PREFIXES)}
@@ -82,6 +83,19 @@ def build_student(teacher: Generator, preset: str, *, init_seed: int = 0) -> Gen
     for name, parameter in student.named_parameters():
         parameter.requires_grad_(not name.startswith(SHARED_PREFIXES))
     return student
+
+
+@torch.no_grad()
+def structure_rms(teacher: Generator, cells: int = 12, batch: int = 8) -> float:
+    """RMS of the teacher's z_S (G_S's output) over a fixed probe of windows around the horizon, rounded to 3
+    significant digits (a stable config value)."""
+    rng = torch.Generator().manual_seed(0)
+    top_px = (torch.rand(batch, generator=rng) - 0.5) * 4 * teacher.geometry.cell_px * cells
+    coords = sample_coords(teacher, top_px, cells, rng, jitter=False)
+    local = sample_local(teacher, batch, cells, rng)
+    z_global = torch.randn(batch, teacher.config.global_dim, generator=rng)
+    rms = float(teacher.structure(local, coords, z_global).pow(2).mean().sqrt())
+    return float(f"{rms:.3g}")
 
 
 def warm_start_student(student: Generator, checkpoint: Path) -> int:

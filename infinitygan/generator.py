@@ -108,6 +108,7 @@ class TextureSynthesizer(nn.Module):
         )
         self.skip_upsample = TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample()
         self.wavelet_output = config.wavelet_output
+        self.input_gain = config.texture_input_gain
 
     @property
     def num_styles(self) -> int:
@@ -117,7 +118,7 @@ class TextureSynthesizer(nn.Module):
     def forward(self, z_s: torch.Tensor, styles: Sequence[torch.Tensor], noises: Sequence[torch.Tensor]):
         if len(styles) != self.num_styles or len(noises) != 2 * len(self.stages):
             raise ValueError(f"G_T needs {self.num_styles} styles and {2 * len(self.stages)} noise images")
-        x, rgb = z_s, None
+        x, rgb = (z_s if self.input_gain == 1.0 else z_s * self.input_gain), None
         for i, stage in enumerate(self.stages):
             x = stage.up(x, _fit(styles[2 * i], x), noises[2 * i])
             x = stage.conv(x, _fit(styles[2 * i + 1], x), noises[2 * i + 1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,22 @@ def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_pat
     student = load_generator(tmp_path / "run" / "student.safetensors")
     assert student.generator.config.texture_conv == "separable"
     assert render_region(World(student.generator, WorldSpec(seed=1)), 0, 0, 64, 64).shape == (64, 64, 3)
+
+
+def test_the_student_reads_the_teachers_structure_at_unit_scale():
+    """A long-trained G_S drifts to large activations (RMS 140 for the 28k-step teacher); a fresh student would
+    start with outputs that large. The student takes 1 / RMS(z_S) as its G_T input gain, stored in its config."""
+    from infinitygan.distill import structure_rms
+
+    teacher = lively_tiny_generator()
+    with torch.no_grad():
+        for name, parameter in teacher.structure.named_parameters():
+            if name.endswith("bias"):
+                parameter.add_(50.0)  # z_S far from unit scale
+    rms = structure_rms(teacher)
+    assert rms > 10
+    student = build_student(teacher, "tiny-mobile")
+    assert student.config.texture_input_gain == pytest.approx(1.0 / rms)
+    saved = load_generator(save_generator(student, Path(tempfile.mkdtemp()) / "s.safetensors"))
+    assert saved.generator.config.texture_input_gain == student.config.texture_input_gain
+    assert build_generator("tiny").config.texture_input_gain == 1.0  # teachers are untouched
