@@ -174,6 +174,20 @@ class RedisHealth(BaseModel):
     warning: str | None = None
 
 
+class PartnerModel(BaseModel):
+    name: str = Field(description="what POST /worlds takes as blend.partner")
+    hash: str
+
+
+class Models(BaseModel):
+    """The served model and the partner models a world may blend with (layer swapping)."""
+
+    hash: str = Field(description="the served model's hash (in every world id)")
+    levels: int = Field(description="resolution levels: 0 = G_S, 1..levels-1 = G_T stages; a blend's swap_level "
+                        "takes the layers above it from the partner")  # fmt: skip
+    partners: list[PartnerModel]
+
+
 class ModelHealth(BaseModel):
     status: Literal["loaded"]
     hash: str

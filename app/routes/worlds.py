@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
-from app.schemas import BiomesBody, Footprint, TileJSON, World, WorldCreate, error_responses
+from app.schemas import BiomesBody, Footprint, Models, PartnerModel, TileJSON, World, WorldCreate, error_responses
 from infinitygan.blend import Blend
 from infinitygan.world import COORD_LIMIT
 from tiles.errors import UnknownPartnerModel
@@ -111,6 +111,18 @@ async def world_preview(world: WorldDep, resources: ResourcesDep) -> Response:
     """The anchored photo and half its size of generated landscape beyond each side (404 for a plain world)."""
     png = await preview_png(resources.tiles, world)
     return Response(png, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+
+
+@router.get("/models", response_model=Models)
+async def models(resources: ResourcesDep, response: Response) -> Models:
+    """The served model and its partner models (INFINITYGAN_PARTNER_MODELS), for choosing a blend."""
+    response.headers["Cache-Control"] = "no-cache"  # a redeploy changes it
+    generator = resources.tiles.renderer.generator
+    return Models(
+        hash=resources.tiles.model_hash,
+        levels=1 + len(generator.texture.stages),
+        partners=[PartnerModel(name=name, hash=h) for name, h in sorted(resources.partner_hashes.items())],
+    )
 
 
 @router.get("/tilejson.json", response_model=TileJSON, response_model_by_alias=True)

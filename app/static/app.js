@@ -66,6 +66,9 @@ async function openWorld(worldId, view) {
   const biomes = tilejson.world.biomes;
   document.getElementById("biomes").checked = Boolean(biomes);
   if (biomes) document.getElementById("region").value = String(biomes.region_px);
+  const blend = tilejson.world.blend;
+  document.getElementById("blend-partner").value = blend && blend.partner ? blend.partner : "";
+  if (blend) document.getElementById("swap-level").value = String(blend.swap_level);
   document.getElementById("world-info").textContent = `world ${tilejson.world.id} · model ${tilejson.world.model_hash}`;
   showError("");
   writeHash();
@@ -83,10 +86,18 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
     // covers them).
     biomes = `, "biomes": {"region_px": ${region}, "transition_px": ${Math.max(1, Math.floor(region / 8))}}`;
   }
+  let blend = "";
+  const partner = document.getElementById("blend-partner").value;
+  if (partner) {
+    // Layer swapping: the served model's layers up to the level, the partner's above it (part of the world id).
+    const level = Number(document.getElementById("swap-level").value);
+    blend = `, "blend": ${JSON.stringify({ partner, swap_level: level })}`;
+  }
   try {
     // The seed goes into the JSON as typed: seeds beyond 2**53 would lose digits as a JS number.
     const world = await fetchJSON("worlds", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: `{"seed": ${seed}, "psi": ${psi}${biomes}}`,
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: `{"seed": ${seed}, "psi": ${psi}${biomes}${blend}}`,
     });
     const centre = tilejson ? map.project(map.getCenter(), tilejson.nativeZoom) : { x: 0, y: 0 };
     await openWorld(world.id, { z: map.getZoom(), x: Math.round(centre.x), y: Math.round(centre.y) });
@@ -171,8 +182,20 @@ window.addEventListener("hashchange", () => {
   if (tilejson && view.world && view.world !== tilejson.world.id) openWorld(view.world, view).catch((e) => showError(e.message));
 });
 
+// The partner models a world may blend with (GET /models); the picker shows only when there are some.
+async function loadModels() {
+  const models = await fetchJSON("models");
+  const select = document.getElementById("blend-partner");
+  for (const partner of models.partners) select.add(new Option(partner.name, partner.name));
+  document.getElementById("swap-level").max = String(models.levels - 1);
+  document.getElementById("blend").hidden = models.partners.length === 0;
+}
+
 const initial = readHash();
-openWorld(initial.world, initial).catch((error) => {
-  showError(error.message);
-  if (initial.world) openWorld(null, null).catch((e) => showError(e.message)); // unknown world: fall back
-});
+loadModels()
+  .catch((error) => showError(error.message))
+  .then(() => openWorld(initial.world, initial))
+  .catch((error) => {
+    showError(error.message);
+    if (initial.world) openWorld(null, null).catch((e) => showError(e.message)); // unknown world: fall back
+  });

@@ -107,8 +107,21 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(redis_url: str, tiny_model: Path) -> Iterator[LiveServer]:
-    with LiveServer(service_settings(redis_url, tiny_model)) as server:
+def partner_models(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one partner model, "dusk": the tiny model with every weight nudged (a stand-in fine-tune)."""
+    partner = load_generator(tiny_model).generator
+    with torch.no_grad():
+        noise = torch.Generator().manual_seed(7)
+        for parameter in partner.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=noise) * parameter.abs().mean().clamp_min(0.1))
+    folder = tmp_path_factory.mktemp("domains")
+    save_generator(partner, folder / "dusk.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def live_server(redis_url: str, tiny_model: Path, partner_models: Path) -> Iterator[LiveServer]:
+    with LiveServer(service_settings(redis_url, tiny_model, partner_models=partner_models)) as server:
         yield server
 
 

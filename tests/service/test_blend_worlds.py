@@ -47,6 +47,12 @@ def test_a_blended_world_renders_the_blend_and_unknown_partners_are_refused(
         plain = render_region(World(base, WorldSpec(seed=12, psi=0.7)), 0, -256, 256, 256)
         assert not np.array_equal(served, plain)
 
+        models = client.get("/models").json()  # what the demo page's blend picker offers
+        assert models["hash"] == server.resources.tiles.model_hash
+        assert models["levels"] == 1 + len(base.texture.stages)
+        assert [p["name"] for p in models["partners"]] == ["dusk"]  # the other architecture is not a partner
+        assert models["partners"][0]["hash"] == world["blend"]["partner_hash"]
+
         unknown = client.post("/worlds", json={"seed": 1, "blend": {"partner": "alpine", "swap_level": 2}})
         assert unknown.status_code == 422 and "dusk" in unknown.json()["detail"]  # lists what is available
         skipped = client.post("/worlds", json={"seed": 1, "blend": {"partner": "other-architecture", "swap_level": 2}})

@@ -98,10 +98,28 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
         assert browser.evaluate("document.getElementById('error').textContent") == ""
         wait_until_tiles_settle(browser, browser.evaluate(LOADED) + 4)
         assert browser.evaluate("window.tileStats.errors") == 0
-        # Back to the plain world for the upload below.
-        browser.evaluate("document.getElementById('biomes').checked = false; document.getElementById("
+        # Blend: the picker lists the server's partner models; choosing one makes a layer-swapped world.
+        browser.evaluate("document.getElementById('biomes').checked = false; true")
+        assert browser.evaluate("document.getElementById('blend').hidden") is False
+        assert browser.evaluate("[...document.getElementById('blend-partner').options].map(o => o.value)") == [
+            "",
+            "dusk",
+        ]
+        browser.evaluate("document.getElementById('blend-partner').value = 'dusk'; "
+                         "document.getElementById('swap-level').value = '1'; "
+                         "document.getElementById('world-picker').requestSubmit(); true")  # fmt: skip
+        browser.wait_for(f"tilejson && tilejson.world.id !== '{biome_world['id']}'")
+        blend_world = browser.evaluate("tilejson.world")
+        assert blend_world["blend"]["partner"] == "dusk" and blend_world["blend"]["swap_level"] == 1
+        assert blend_world["biomes"] is None and blend_world["id"] != plain_world
+        assert f"world={blend_world['id']}" in browser.evaluate("location.hash")
+        wait_until_tiles_settle(browser, browser.evaluate(LOADED) + 4)
+        assert browser.evaluate("window.tileStats.errors") == 0
+        # Back to the plain world for the upload below: the picker follows the world it opens.
+        browser.evaluate("document.getElementById('blend-partner').value = ''; document.getElementById("
                          "'world-picker').requestSubmit(); true")  # fmt: skip
         browser.wait_for(f"tilejson && tilejson.world.id === '{plain_world}'")
+        assert browser.evaluate("document.getElementById('blend-partner').value") == ""
 
         # Outpaint: pick the landscape photo, watch the job's progress, land on the photo in its new world.
         loaded_before = browser.evaluate(LOADED)
