@@ -201,7 +201,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> None:
     from infinitygan.data import DataError, prepare_split
 
     try:
-        entries = prepare_split(Path(args.data), Path(args.out), args.scene_height, args.split)
+        photos = None if args.photos is None else [name.strip() for name in args.photos.split(",") if name.strip()]
+        entries = prepare_split(Path(args.data), Path(args.out), args.scene_height, args.split, photos)
     except DataError as exc:
         raise CLIError(str(exc)) from None
     print(f"wrote {len(entries)} {args.split} photos, {args.scene_height} rows tall, to {args.out}", file=sys.stderr)
@@ -222,6 +223,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     prepare.add_argument("--out", required=True, help="destination folder")
     prepare.add_argument("--scene-height", type=_int, default=256, help="rows of every photo (default 256)")
     prepare.add_argument("--split", choices=("train", "eval"), default="train")
+    prepare.add_argument(
+        "--photos", default=None, help="comma-separated files of the split to keep (a subset for a domain fine-tune)"
+    )
     prepare.set_defaults(handler=_cmd_data_prepare)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -217,16 +218,28 @@ def load_scenes(data_dir: Path, scene_height: int, split: str = "train") -> list
     return scenes
 
 
-def prepare_split(data_dir: Path, out_dir: Path, scene_height: int, split: str = "train") -> list[ManifestEntry]:
+def prepare_split(
+    data_dir: Path, out_dir: Path, scene_height: int, split: str = "train", photos: Sequence[str] | None = None
+) -> list[ManifestEntry]:
     """Write one split of data_dir, resized to scene_height rows, as lossless PNGs plus a MANIFEST.json that keeps
     each photo's provenance and horizon (as a fraction of the new height): a small, self-contained data folder to
-    carry to a machine that cannot download (a lent GPU). Training on it samples the same pixels as on data_dir."""
+    carry to a machine that cannot download (a lent GPU). Training on it samples the same pixels as on data_dir.
+
+    photos: only these files of the split (paths relative to it, e.g. "Dune.jpg"), for a domain fine-tune on a
+    subset; DataError names any that the split lacks."""
     folder = split_dir(data_dir, split)
     recorded = {entry.file: entry for entry in read_manifest(folder)} if (folder / MANIFEST_JSON).is_file() else {}
+    scenes = load_scenes(data_dir, scene_height, split)
+    if photos is not None:
+        available = {scene.path.relative_to(folder).as_posix() for scene in scenes}
+        missing = sorted(set(photos) - available)
+        if missing or not photos:
+            raise DataError(f"the {split} split has no {missing or 'photos given'}; it has {sorted(available)}")
+        scenes = [scene for scene in scenes if scene.path.relative_to(folder).as_posix() in set(photos)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
-    for scene in load_scenes(data_dir, scene_height, split):
+    for scene in scenes:
         name = scene.path.relative_to(folder).with_suffix(".png").as_posix().replace("/", "_")
         pixels = scene.pixels.permute(1, 2, 0).numpy()
         Image.fromarray(pixels).save(out_dir / name, optimize=True)

@@ -556,6 +556,23 @@ def test_the_evaluation_split_never_reaches_the_training_dataset(tmp_path: Path)
     assert [scene.path.name for scene in load_scenes(data_dir, 64, split="eval")] == ["held_out.png"]
 
 
+def test_a_prepared_subset_keeps_only_the_photos_named(tmp_path: Path, capsys) -> None:
+    from infinitygan.cli import main
+
+    data_dir = tmp_path / "landscapes"
+    _manifest_folder(data_dir / "train", {"a": 0.3, "b": 0.7, "c": 0.5}, width=300)
+    entries = prepare_split(data_dir, tmp_path / "dusk", scene_height=48, photos=["c.png", "a.png"])
+    assert sorted(entry.file for entry in entries) == ["a.png", "c.png"]
+    assert sorted(p.name for p in (tmp_path / "dusk").glob("*.png")) == ["a.png", "c.png"]
+    with pytest.raises(DataError, match=r"no \['nope.png'\]; it has \['a.png', 'b.png', 'c.png'\]"):
+        prepare_split(data_dir, tmp_path / "x", scene_height=48, photos=["a.png", "nope.png"])
+    argv = ["data", "prepare", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--scene-height", "48"]
+    assert main([*argv, "--photos", "b.png"]) == 0
+    assert [entry.file for entry in read_manifest(tmp_path / "cli")] == ["b.png"]
+    assert main([*argv, "--photos", "nope.png"]) != 0
+    assert "nope.png" in capsys.readouterr().err
+
+
 def test_prepared_data_samples_the_same_patches_as_the_original(tmp_path: Path) -> None:
     data_dir = tmp_path / "landscapes"
     _manifest_folder(data_dir / "train", {"a": 0.3, "b": 0.7}, width=300)
