@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, StrictInt, model_validator
 
 from infinitygan.biomes import MAX_REGION_PX, MAX_STYLES, MIN_REGION_PX, Biomes, BiomeStyle
 from infinitygan.blend import MAX_SMOOTH, MAX_SWAP_LEVEL
@@ -116,6 +116,17 @@ class OutpaintParams(BaseModel):
         description="the photo's horizon row as a fraction of its height (0 = top) to put on the world's horizon; "
         "omitted: estimated by trial fits",
     )
+    biomes: Json[BiomesBody] | None = Field(
+        None,
+        description='regions along x beyond the photo\'s reach, as JSON (e.g. {"region_px": 4096, "transition_px": '
+        '512}); needs `reach`: without one the photo\'s look is the whole world\'s',
+    )
+
+    @model_validator(mode="after")
+    def _biomes_need_a_reach(self) -> OutpaintParams:
+        if self.biomes is not None and self.reach is None:
+            raise ValueError("biomes need a reach: without one the photo's look governs the whole world")
+        return self
 
 
 class JobResultBody(BaseModel):
@@ -138,6 +149,7 @@ class Job(BaseModel):
     steps: int
     reach: int | None = Field(None, description="as requested; None: the whole world")
     horizon: float | None = Field(None, description="as requested; None: estimated (see result.horizon)")
+    biomes: BiomesBody | None = Field(None, description="as requested: regions along x beyond the photo's reach")
     attempts: int = Field(description="runs started; a run lost with its worker is retried")
     created_at: float
     updated_at: float

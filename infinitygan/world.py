@@ -79,8 +79,8 @@ class World:
             self.structure_style = z_global * spec.psi
         self._chunk_window = [self.geometry.window_for_span(0, CHUNK_PX)] * 2
         self._region_styles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # biome region -> (z_g psi, W+)
-        if spec.biomes is not None and anchor is not None:
-            raise RegionError("a world has biomes or a photo anchor, not both")
+        if spec.biomes is not None and anchor is not None and anchor.reach_px is None:
+            raise RegionError("biomes need the photo anchor to have a reach: without one its look is the whole world's")
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
     def local_latents(self, row0: int, col0: int, height: int, width: int) -> torch.Tensor:
@@ -161,19 +161,21 @@ class World:
         if anchor_only or (self.anchor is not None and self.anchor.reach_px is None):
             return self.anchor.structure_style[None], list(self.anchor.texture_styles[None].unbind(1))
         if self.spec.biomes is not None:
-            return self._biome_styles(row0, col0, rows, cols)
+            structure, texture = self._biome_styles(row0, col0, rows, cols)
+        else:
+            structure, texture = self.structure_style, list(self.texture_styles.unbind(1))
         if not self._touches_anchor(row0, col0, rows, cols):
-            return self.structure_style, list(self.texture_styles.unbind(1))
+            return structure, texture
         geometry, m = self.geometry, self.geometry.structure_margin
         lrow_px = np.array([geometry.cell_center_px(r) for r in range(row0 - m, row0 + rows + m)])
         lcol_px = np.array([geometry.cell_center_px(c) for c in range(col0 - m, col0 + cols + m)])
-        structure = self._blend(self.structure_style[0], self.anchor.structure_style, lrow_px, lcol_px)
+        structure = self._blend(structure, self.anchor.structure_style, lrow_px, lcol_px)
         # Style k modulates a layer whose input grid is z_S (k = 0) or the output of G_T layer k - 1.
         sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
         row_grids = [lrow_px[m:-m]] + [self._layer_positions(i, row0, sizes_h[i]) for i in range(len(sizes_h))]
         col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
         texture = [
-            self._blend(self.texture_styles[0, k], self.anchor.texture_styles[k], row_grids[k], col_grids[k])
+            self._blend(texture[k], self.anchor.texture_styles[k], row_grids[k], col_grids[k])
             for k in range(self.generator.num_styles)
         ]
         return structure, texture
@@ -228,9 +230,12 @@ class World:
         return origin + float(geometry.layer_step(layer)) * np.arange(size)
 
     def _blend(self, base: torch.Tensor, anchored: torch.Tensor, rows_px: np.ndarray, cols_px: np.ndarray):
+        """base + alpha (anchored - base) per location: base is the world's style, a (1, D) vector or, in a biome
+        world, a (1, D, H, W) map over the same rows and columns; anchored is the photo's (D,) style."""
         alpha = np.outer(self.anchor.alpha(rows_px, "y"), self.anchor.alpha(cols_px, "x"))
         alpha = torch.from_numpy(alpha.astype(np.float32))
-        return (base[:, None, None] + alpha[None] * (anchored - base)[:, None, None])[None]
+        base = base[0] if base.dim() == 4 else base[0, :, None, None]
+        return (base + alpha[None] * (anchored[:, None, None] - base))[None]
 
     # ---- rendering -------------------------------------------------------------------------------------------------
     def forward_window(self, row0: int, col0: int, rows: int, cols: int, *, anchor_only: bool = False):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from infinitygan import World, WorldSpec, render_region
+from infinitygan import RegionError, World, WorldSpec, render_region
 from infinitygan.anchor import Anchor
 from infinitygan.invert import InversionConfig, invert_photo, place_photo, psnr
 from tests.model_fixtures import lively_tiny_generator
@@ -243,3 +243,28 @@ def test_the_continuation_term_pulls_the_worlds_colours_beside_the_photo_toward_
             + np.abs(beside.std(axis=0) - target.std(axis=0)).mean()
         )
     assert distances[1] < 0.8 * distances[0], distances
+
+
+def test_a_photo_with_a_reach_sits_in_a_biome_world(inverted, unbounded):
+    """Biomes beyond the photo's reach: far tiles are the biome world's; across the photo's region boundaries the
+    world still stitches bit for bit (a 512 render equals its quarters); an unbounded anchor refuses biomes."""
+    from infinitygan.biomes import Biomes
+
+    generator, spec, anchor, _ = inverted
+    biome_spec = WorldSpec(seed=spec.seed, psi=spec.psi, biomes=Biomes(region_px=512, transition_px=128))
+    world, biomes_only = World(generator, biome_spec, anchor), World(generator, biome_spec)
+    reach = anchor.reach(generator.geometry)
+    far_x = reach.x + reach.width + 700
+    far = (far_x, -128, 512, 256)
+    assert np.array_equal(render_region(world, *far), render_region(biomes_only, *far))
+    fp = anchor.footprint
+    near = (fp.x + fp.width + 8, -64, 64, 64)
+    assert not np.array_equal(render_region(world, *near), render_region(biomes_only, *near))
+    assert not np.array_equal(render_region(world, *near), render_region(World(generator, spec, anchor), *near))
+    x0, y0 = fp.x // 256 * 256, -256
+    whole = render_region(world, x0, y0, 512, 512)
+    for dy in (0, 256):
+        for dx in (0, 256):
+            assert np.array_equal(whole[dy : dy + 256, dx : dx + 256], render_region(world, x0 + dx, y0 + dy, 256, 256))
+    with pytest.raises(RegionError, match="reach"):
+        World(generator, biome_spec, unbounded[2])

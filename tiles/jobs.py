@@ -35,10 +35,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from infinitygan.biomes import Biomes
 from tiles.anchors import anchor_key
 from tiles.errors import UnknownJob, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
-from tiles.worlds import WORLD_KEY_PREFIX, WorldRecord
+from tiles.worlds import WORLD_KEY_PREFIX, WorldRecord, biomes_from
 
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -122,6 +123,8 @@ def job_id_for(image: bytes, request: JobRequest, model_hash: str) -> str:
     horizon = "auto" if r.horizon is None else repr(float(r.horizon))
     reach = "unbounded" if r.reach is None else str(r.reach)
     digest.update(f"/{r.seed}/{float(r.psi)!r}/{r.quality}/{r.steps}/reach={reach}/horizon={horizon}/{model_hash}".encode())
+    if r.biomes is not None:  # (after the model hash, so the ids of jobs without biomes stay what they were)
+        digest.update(("/biomes/" + json.dumps(r.biomes.describe(), sort_keys=True)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -133,6 +136,7 @@ class JobRequest:
     steps: int
     reach: int | None = None  # world pixels the photo's look reaches; None: the whole world
     horizon: float | None = None  # the photo's horizon row, a fraction of its height; None: estimated
+    biomes: Biomes | None = None  # regions along x of the world beyond the photo's reach (needs a reach)
 
     def fields(self) -> dict[str, str]:
         """The request as strings for the job's Redis hash ("" for None)."""
@@ -140,14 +144,16 @@ class JobRequest:
             "seed": str(self.seed), "psi": repr(float(self.psi)), "quality": self.quality, "steps": str(self.steps),
             "reach": "" if self.reach is None else str(self.reach),
             "horizon": "" if self.horizon is None else repr(float(self.horizon)),
+            "biomes": "" if self.biomes is None else json.dumps(self.biomes.describe(), sort_keys=True),
         }  # fmt: skip
 
     @classmethod
     def from_fields(cls, text: Mapping[str, str]) -> JobRequest:
-        reach, horizon = text.get("reach", ""), text.get("horizon", "")
+        reach, horizon, biomes = text.get("reach", ""), text.get("horizon", ""), text.get("biomes", "")
         return cls(
             int(text["seed"]), float(text["psi"]), text["quality"], int(text["steps"]),
             reach=int(reach) if reach else None, horizon=float(horizon) if horizon else None,
+            biomes=biomes_from(json.loads(biomes)) if biomes else None,
         )  # fmt: skip
 
 

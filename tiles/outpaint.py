@@ -171,8 +171,9 @@ class OutpaintWorker:
             output = await asyncio.get_running_loop().run_in_executor(self._pool, process.run, job)
             heartbeat.cancel()
             world = WorldRecord.create(
-                self.model_hash, request.seed, request.psi, anchor=record.id, footprint=output.footprint
-            )
+                self.model_hash, request.seed, request.psi, anchor=record.id, footprint=output.footprint,
+                biomes=request.biomes,
+            )  # fmt: skip
             result = JobResult(world.id, output.footprint, output.reconstruction_psnr, output.seconds, output.horizon)
             await self.queue.complete(record.id, world, output.anchor, result)
             self.jobs_done += 1

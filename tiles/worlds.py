@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from infinitygan.biomes import Biomes, BiomeStyle
 from infinitygan.blend import Blend
-from infinitygan.world import DEFAULT_PSI, RegionError, WorldSpec
+from infinitygan.world import DEFAULT_PSI, WorldSpec
 from tiles.errors import UnknownWorld, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
 
@@ -72,8 +72,6 @@ class WorldRecord:
         blend: Blend | None = None,
     ) -> WorldRecord:
         WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
-        if biomes is not None and anchor is not None:
-            raise RegionError("a world has biomes or a photo anchor, not both")
         return cls(
             id=world_id(model_hash, seed, psi, anchor, biomes, blend),
             seed=seed,

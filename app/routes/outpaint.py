@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.dependencies import ResourcesDep
-from app.schemas import Footprint, Job, JobResultBody, OutpaintParams, error_responses
+from app.schemas import BiomesBody, Footprint, Job, JobResultBody, OutpaintParams, error_responses
 from app.uploads import read_outpaint_form
 from infinitygan.invert import QUALITY
 from tiles.jobs import TERMINAL, JobRecord, JobRequest
@@ -62,6 +62,7 @@ def job_body(request: Request, record: JobRecord) -> Job:
         steps=req.steps,
         reach=req.reach,
         horizon=req.horizon,
+        biomes=BiomesBody.model_validate(req.biomes.describe()) if req.biomes is not None else None,
         attempts=record.attempts,
         created_at=record.created_at,
         updated_at=record.updated_at,
@@ -79,8 +80,8 @@ def job_body(request: Request, record: JobRecord) -> Job:
 )
 async def outpaint(request: Request, response: Response, resources: ResourcesDep) -> Job:
     """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`, `reach`,
-    `horizon`). Transparent pixels (PNG or WebP alpha, a palette's transparent index) are left for the world to fill.
-    The same photo and parameters give the same job and world. Follow the job at the Location header."""
+    `horizon`, `biomes`). Transparent pixels (PNG or WebP alpha, a palette's transparent index) are left for the world
+    to fill. The same photo and parameters give the same job and world. Follow the job at the Location header."""
     settings = resources.settings
     image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
     # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
@@ -94,7 +95,10 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     renderer = resources.tiles.renderer
     check_job_memory(renderer.generator, photo.shape, renderer.scene_height, settings.outpaint_max_job_memory_mb)
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
-    request_ = JobRequest(params.seed, params.psi, params.quality, steps, reach=params.reach, horizon=params.horizon)
+    biomes = params.biomes.to_biomes() if params.biomes is not None else None
+    request_ = JobRequest(
+        params.seed, params.psi, params.quality, steps, reach=params.reach, horizon=params.horizon, biomes=biomes
+    )
     record, _ = await resources.jobs.submit(image, request_)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/jobs/{record.id}"
     response.headers["Cache-Control"] = NO_STORE

@@ -4,6 +4,7 @@ inverting with the (tiny) model, and tiles fetched over HTTP from a real uvicorn
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import httpx
@@ -150,3 +151,27 @@ def test_unknown_jobs_are_404(client: httpx.Client) -> None:
         assert response.status_code == 404 and "unknown job" in response.json()["detail"]
     assert client.get("/jobs/" + "0" * 16, params={"wait": "true", "timeout": 0}).status_code == 422
     assert client.get("/jobs/" + "0" * 16, params={"wait": "true", "timeout": 10_000}).status_code == 422
+
+
+def test_a_photo_can_sit_in_a_biome_world(client: httpx.Client, tiny_generator) -> None:
+    """`biomes` (JSON) with a reach: the job's world has both; far tiles are the biome world's; no reach -> 422."""
+    photo_bytes = PHOTO.read_bytes()
+    biomes = {"region_px": 1024, "transition_px": 128, "styles": []}
+    submitted = submit(client, photo_bytes, seed=7, psi=0.8, reach=128, horizon=0.5, biomes=json.dumps(biomes))
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["biomes"] == biomes
+    plain = submit(client, photo_bytes, seed=7, psi=0.8, reach=128, horizon=0.5).json()["id"]
+    assert plain != submitted.json()["id"]  # the biomes are part of the job's (and world's) content address
+    job = wait_for_job(client, submitted.json()["id"])
+    world = client.get(f"/worlds/{job['result']['world_id']}").json()
+    assert world["biomes"] == biomes and world["footprint"] == job["result"]["footprint"]
+    biome_world = client.post("/worlds", json={"seed": 7, "psi": 0.8, "biomes": biomes}).json()["id"]
+    far = "/tiles/5/12/1.png"  # 3000 px right of the photo, far beyond its reach
+    assert client.get(f"/worlds/{world['id']}{far}").content == client.get(f"/worlds/{biome_world}{far}").content
+
+    no_reach, not_json, too_small = json.dumps(biomes), "{not json", '{"region_px": 1}'
+    bad = ({"biomes": no_reach}, {"reach": 128, "biomes": not_json}, {"reach": 128, "biomes": too_small})
+    for fields in bad:
+        refused = submit(client, photo_bytes, seed=7, **fields)
+        assert refused.status_code == 422, fields
+    assert "reach" in submit(client, photo_bytes, biomes=json.dumps(biomes)).json()["detail"][0]["msg"]
