@@ -1,0 +1,119 @@
+"""Inference runtimes for a generator chunk, compared in one run: eager PyTorch, ONNX Runtime (CPU provider) and
+torch.compile (inductor), each at 1 and 2 threads.
+
+For each: ms per 256x256 chunk (median after warm-up, batch 1), whether its output at 2 threads is bit-identical to
+its output at 1 thread, and its largest difference from eager. A runtime the service may use must keep tiles
+bit-identical across thread counts and processes (issue 14), so identity is printed beside speed.
+
+    .venv/bin/python -m bench.bench_runtime [--checkpoint PATH] [--repeats 15]
+
+Default checkpoint: a small-mobile student built from the shipped model (an undistilled student costs what a
+distilled one does). The ONNX graph is traced for a window with one style vector per layer (a plain world's chunk);
+windows with per-location style maps (biome transitions, photo anchors) trace to another graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infinitygan.generator import Generator, WindowInputs
+from infinitygan.world import World, WorldSpec
+
+
+class ChunkGraph(torch.nn.Module):
+    """G as a function of plain tensors (what ONNX export and torch.compile trace)."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, local, coords, structure_style, texture_styles, *noises):
+        return self.generator(WindowInputs(local, coords, list(noises)), structure_style, texture_styles)
+
+
+def chunk_arguments(generator: Generator) -> tuple[torch.Tensor, ...]:
+    world = World(generator, WorldSpec(seed=3, psi=0.8))
+    rows, cols = world._chunk_window
+    inputs = world.window_inputs(rows.start, cols.start, rows.cells, cols.cells)
+    structure, texture = world.window_styles(rows.start, cols.start, rows.cells, cols.cells)
+    return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
+
+
+def median_ms(call, repeats: int) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="generator checkpoint (default: a student of the shipped)")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    from infinitygan import load_generator
+    from infinitygan.distill import build_student
+
+    if args.checkpoint:
+        generator, name = load_generator(args.checkpoint).generator, args.checkpoint
+    else:
+        generator, name = build_student(load_generator(None).generator, "small-mobile"), "small-mobile student"
+    graph = ChunkGraph(generator.eval()).eval()
+    arguments = chunk_arguments(generator)
+    print(f"model: {name}; one 256x256 chunk, batch 1, fp32; torch {torch.__version__}")
+
+    results: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
+    with torch.no_grad():
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            output = graph(*arguments).numpy().copy()
+            results["eager", threads] = (median_ms(lambda: graph(*arguments), args.repeats), output)
+
+        import onnxruntime
+
+        names = ["local", "coords", "structure_style", "texture_styles"]
+        names += [f"noise{i}" for i in range(len(arguments) - 4)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "chunk.onnx"
+            torch.onnx.export(graph, arguments, str(path), opset_version=17, dynamo=False, input_names=names)
+            feeds = {key: value.numpy() for key, value in zip(names, arguments, strict=True)}
+            for threads in (1, 2):
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                output = session.run(None, feeds)[0]
+                ms = median_ms(lambda session=session: session.run(None, feeds), args.repeats)
+                results["onnxruntime", threads] = (ms, output)
+
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            compiled = torch.compile(graph)
+            started = time.perf_counter()
+            output = compiled(*arguments).numpy().copy()
+            print(f"torch.compile at {threads} thread(s): first call (compiling) {time.perf_counter() - started:.1f} s")
+            ms = median_ms(lambda compiled=compiled: compiled(*arguments), args.repeats)
+            results["torch.compile", threads] = (ms, output)
+
+    eager = results["eager", 1][1]
+    print(f"\n{'runtime':15} {'threads':>7} {'ms/chunk':>9} {'= own 1-thread bits':>20} {'max |diff| vs eager':>20}")
+    for (runtime, threads), (ms, output) in results.items():
+        identical = np.array_equal(output, results[runtime, 1][1])
+        print(f"{runtime:15} {threads:7d} {ms:9.1f} {str(identical):>20} {float(np.abs(output - eager).max()):20.2e}")
+    base = results["eager", 2][0]
+    print("\nspeed-up over eager at 2 threads: " + ", ".join(
+        f"{runtime} {base / results[runtime, 2][0]:.2f}x" for runtime in ("onnxruntime", "torch.compile")
+    ))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
