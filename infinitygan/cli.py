@@ -453,6 +453,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_distill)
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. -1,0,1,2; got {text!r}") from None
+
+
 def _cmd_sheet(args: argparse.Namespace) -> None:
     from infinitygan.checkpoint import load_generator
     from infinitygan.evaluate import horizon_sheet
@@ -460,11 +467,19 @@ def _cmd_sheet(args: argparse.Namespace) -> None:
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise CLIError(f"--out must end in .png, .jpg or .jpeg, got {args.out}")
     model = load_generator(args.checkpoint)
-    sheet = horizon_sheet(
-        model.generator, seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, seed=args.seed
-    )
+    size = dict(seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, seed=args.seed)
+    if args.blend_partner is None:
+        if args.swap_levels is not None:
+            raise CLIError("--swap-levels needs --blend-partner")
+        sheet = horizon_sheet(model.generator, **size)
+    else:
+        from infinitygan.evaluate import swap_sheet
+
+        partner = load_generator(args.blend_partner)  # another architecture: ValueError from blend_generators
+        levels = args.swap_levels or [-1.0, *range(len(model.generator.texture.stages) + 1)]
+        sheet = swap_sheet(model.generator, partner.generator, levels, **size)
     sheet.save(args.out, quality=90)  # quality applies to JPEG only
-    print(f"wrote {args.out}: {args.seeds} worlds of {model.model_hash}, {args.width}x{args.height} each")
+    print(f"wrote {args.out}: worlds of {model.model_hash}, {args.width}x{args.height} each")
 
 
 def _add_sheet(sub: argparse._SubParsersAction) -> None:
@@ -481,6 +496,10 @@ def _add_sheet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=_int, default=1024, help="pixels per world")
     p.add_argument("--height", type=_int, default=512, help="pixels per world")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation (default: the served {DEFAULT_PSI})")
+    p.add_argument("--blend-partner", default=None, help="a fine-tune: one row per swap level, one column per seed")
+    p.add_argument(
+        "--swap-levels", type=_levels, default=None, help="comma-separated, e.g. -1,0,1,2 (default: -1 and every level)"
+    )
     p.set_defaults(handler=_cmd_sheet)
 
 

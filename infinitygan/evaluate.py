@@ -465,18 +465,46 @@ def horizon_sheet(
     """A contact sheet for judging a model by eye: world seeds seed..seed+seeds-1, each a width x height region
     centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi, `columns` per row,
     the seed written above each. Raises ValueError for a non-positive size or count."""
+    panels = [(f"seed {seed + i}, psi {psi:g}", generator, seed + i) for i in range(seeds)]
+    return _sheet(panels, width=width, height=height, psi=psi, columns=columns)
+
+
+def swap_sheet(
+    base: Generator,
+    partner: Generator,
+    swap_levels: list[float],
+    *,
+    seeds: int = 3,
+    width: int = 256,
+    height: int = 256,
+    psi: float = DEFAULT_PSI,
+    seed: int = 0,
+) -> Image.Image:
+    """Layer swapping at a glance: one row per swap level (layers above it from `partner`, the rest from `base`:
+    -1 is the partner alone, the top level the base alone), one column per world seed, each panel centred on the
+    horizon. Raises ValueError for a bad size, count or level."""
+    from infinitygan.blend import blend_generators
+
+    panels = []
+    for level in swap_levels:
+        blended = blend_generators(base, partner, level)
+        panels += [(f"swap level {level:g}, seed {seed + i}", blended, seed + i) for i in range(seeds)]
+    return _sheet(panels, width=width, height=height, psi=psi, columns=seeds)
+
+
+def _sheet(panels: list[tuple[str, Generator, int]], *, width: int, height: int, psi: float, columns: int):
     from PIL import ImageDraw
 
-    if seeds < 1 or width < 1 or height < 1 or columns < 1:
-        raise ValueError(f"seeds, width, height and columns must be positive: {seeds}, {width}, {height}, {columns}")
+    if not panels or width < 1 or height < 1 or columns < 1:
+        raise ValueError(f"need panels and a positive size: {len(panels)}, {width}, {height}, {columns}")
     gap, label = 8, 16
-    rows = math.ceil(seeds / columns)
+    rows = math.ceil(len(panels) / columns)
     sheet = Image.new("RGB", (columns * (width + gap) - gap, rows * (height + label + gap) - gap), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for i in range(seeds):
+    for i, (text, generator, world_seed) in enumerate(panels):
         left, top = (i % columns) * (width + gap), (i // columns) * (height + label + gap)
-        draw.text((left + 2, top + 2), f"seed {seed + i}, psi {psi:g}", fill=(0, 0, 0))
-        world = World(generator.eval(), WorldSpec(seed=seed + i, psi=psi))
+        draw.text((left + 2, top + 2), text, fill=(0, 0, 0))
+        world = World(generator.eval(), WorldSpec(seed=world_seed, psi=psi))
         pixels = render_region(world, -width // 2, -height // 2, width, height)
         sheet.paste(Image.fromarray(pixels), (left, top + label))
     return sheet

@@ -283,3 +283,23 @@ def test_sheet_cli_renders_each_world_around_the_horizon(tmp_path, capsys):
     assert main([*argv[:-6], "--seeds", "0"]) == 2
     assert main(["sheet", str(checkpoint), "--out", str(tmp_path / "x.gif")]) == 1
     assert "must end in" in capsys.readouterr().err
+
+
+def test_sheet_cli_lays_out_swap_levels_against_a_partner(tmp_path):
+    from infinitygan import save_generator
+    from infinitygan.blend import blend_generators
+    from infinitygan.cli import main
+    from infinitygan.world import render_region
+    from tests.model_fixtures import lively_tiny_generator
+
+    base, partner = lively_tiny_generator(), lively_tiny_generator(init_seed=5)
+    paths = [save_generator(g, tmp_path / f"{name}.safetensors") for name, g in (("a", base), ("b", partner))]
+    out = tmp_path / "swap.png"
+    argv = ["sheet", str(paths[0]), "--blend-partner", str(paths[1]), "--out", str(out), "--seeds", "2"]
+    assert main([*argv, "--width", "32", "--height", "32", "--swap-levels=-1,1"]) == 0
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (2 * (32 + 16 + 8) - 8, 2 * 32 + 8, 3)  # a row per level, a column per seed
+    expected = render_region(World(blend_generators(base, partner, 1.0), WorldSpec(seed=1)), -16, -16, 32, 32)
+    assert np.array_equal(sheet[56 + 16 : 56 + 48, 40:72], expected)  # level 1, seed 1
+    other = save_generator(build_generator("tiny-mobile"), tmp_path / "other.safetensors")
+    assert main(["sheet", str(paths[0]), "--blend-partner", str(other), "--out", str(out)]) == 2
