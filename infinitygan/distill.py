@@ -35,8 +35,9 @@ from infinitygan.checkpoint import LoadedGenerator, save_generator
 from infinitygan.config import preset_config
 from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
-from infinitygan.sampling import sample_coords, sample_local, sample_noises
+from infinitygan.sampling import sample_coords, sample_local
 from infinitygan.wavelets import haar_dwt
+from infinitygan.world import World, WorldSpec, noise_images
 
 STATE_DIR = "state"
 STUDENT_FILE = "student.safetensors"
@@ -177,15 +178,23 @@ class Distiller:
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
     def _inputs(self, rng: torch.Generator, batch: int) -> tuple[WindowInputs, WindowInputs, torch.Tensor]:
-        """Shared z_l and coordinates, each generator's own noise images (their layers differ), and z_g."""
+        """`batch` windows of random worlds, as a world renders them: the same z_l, coordinates and, for every
+        layer the two generators share (same step), the same hashed noise, since the student can only learn the
+        teacher's noise-driven texture from the noise that drives it. Rows within two windows of the horizon."""
         cells = self.config.cells
-        top_px = (torch.rand(batch, generator=rng) - 0.5) * 4 * self.teacher.geometry.cell_px * cells
-        coords = sample_coords(self.teacher, top_px, cells, rng, jitter=True)
-        local = sample_local(self.teacher, batch, cells, rng)
+        teacher_windows, noises = [], []
+        for _ in range(batch):
+            seed = int(torch.randint(0, 2**31, (), generator=rng))
+            row0 = int(torch.randint(-2 * cells, cells + 1, (), generator=rng))
+            col0 = int(torch.randint(-(2**20), 2**20, (), generator=rng))
+            teacher_windows.append(World(self.teacher, WorldSpec(seed=seed)).window_inputs(row0, col0, cells, cells))
+            noises.append(noise_images(self.student.geometry, seed, row0, col0, cells, cells))
+        local = torch.cat([w.local_latents for w in teacher_windows])
+        coords = torch.cat([w.coords for w in teacher_windows])
+        teacher_noises = [torch.cat(layer) for layer in zip(*(w.noises for w in teacher_windows), strict=True)]
+        student_noises = [torch.cat(layer) for layer in zip(*noises, strict=True)]
         z_global = torch.randn(batch, self.teacher.config.global_dim, generator=rng)
-        teacher_inputs = WindowInputs(local, coords, sample_noises(self.teacher, batch, cells, rng))
-        student_inputs = WindowInputs(local, coords, sample_noises(self.student, batch, cells, rng))
-        return teacher_inputs, student_inputs, z_global
+        return WindowInputs(local, coords, teacher_noises), WindowInputs(local, coords, student_noises), z_global
 
     def _render_pair(self, inputs, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_inputs, student_inputs, z_global = inputs

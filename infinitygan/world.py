@@ -20,6 +20,7 @@ from infinitygan.anchor import Anchor, Rect
 from infinitygan.biomes import Biomes
 from infinitygan.coords import coordinate_grid
 from infinitygan.generator import Generator, WindowInputs
+from infinitygan.geometry import Geometry
 from infinitygan.latents import (
     STREAM_GLOBAL,
     STREAM_LOCAL,
@@ -95,19 +96,7 @@ class World:
         lrows, lcols = geometry.local_cells(rows), geometry.local_cells(cols)
         row_px = np.array([geometry.cell_center_px(r) for r in range(lrow0, lrow0 + lrows)])
         col_cells = np.mod(np.arange(lcol0, lcol0 + lcols, dtype=np.int64), config.coord_period_cells)
-        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
-        noises = [
-            normal_grid(
-                self.spec.seed,
-                STREAM_NOISE_BASE + layer,
-                geometry.layer_index_offset(layer, row0),
-                geometry.layer_index_offset(layer, col0),
-                sizes_h[layer],
-                sizes_w[layer],
-                1,
-            )[None]
-            for layer in range(len(sizes_h))
-        ]
+        noises = noise_images(geometry, self.spec.seed, row0, col0, rows, cols)
         local = self.local_latents(lrow0, lcol0, lrows, lcols)
         if self._touches_anchor(row0, col0, rows, cols):
             local = self.anchor.local_latents.paste_into(local, lrow0, lcol0)
@@ -260,6 +249,25 @@ class World:
         if self.anchor is not None:
             paste_photo(pixels, self.anchor, CHUNK_PX * chunk_x, CHUNK_PX * chunk_y)
         return pixels
+
+
+def noise_images(geometry: Geometry, seed: int, row0: int, col0: int, rows: int, cols: int) -> list[torch.Tensor]:
+    """The noise image of every G_T layer, (1, 1, H_l, W_l) each, for the z_S window of rows x cols cells at
+    (row0, col0) of world `seed`: layer l's element k is the hash of (seed, layer, its global index k), so two
+    generators whose layer l has the same step (a teacher and its student) read the same values there."""
+    sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+    return [
+        normal_grid(
+            seed,
+            STREAM_NOISE_BASE + layer,
+            geometry.layer_index_offset(layer, row0),
+            geometry.layer_index_offset(layer, col0),
+            sizes_h[layer],
+            sizes_w[layer],
+            1,
+        )[None]
+        for layer in range(len(sizes_h))
+    ]
 
 
 def paste_photo(pixels: np.ndarray, anchor: Anchor, x: int, y: int) -> None:
