@@ -44,7 +44,7 @@ class InversionConfig:
     min_band_px: int = 8  # the photo fades into the generated world over this much where the fit is exact ...
     max_band_px: int = 96  # ... and over this much where it is poor (mean abs error >= band_error, in [0, 1])
     band_error: float = 0.2
-    continuation_weight: float = 3.0  # colour moments of windows beside the photo pulled toward the photo's
+    continuation_weight: float = 3.0  # colours of windows beside the photo pulled toward the photo's (sliced W1)
     side_px: int = 64  # width of each such window
     starts: int = 4  # styles tried before fitting (the world's own and starts - 1 seeded others), per horizon
 
@@ -107,6 +107,27 @@ def inversion_windows(geometry, footprint: Rect, config: InversionConfig):
     rows = geometry.window_for_span(footprint.y - config.pad_px, footprint.height + 2 * config.pad_px)
     columns = geometry.window_for_span(footprint.x - config.pad_px, footprint.width + 2 * config.pad_px)
     return rows, columns
+
+
+COLOUR_PROJECTIONS = 32
+
+
+def colour_projections(rng: torch.Generator, count: int = COLOUR_PROJECTIONS) -> torch.Tensor:
+    """(3, count) random unit directions in RGB, the slices of sliced_colour_distance."""
+    directions = torch.randn(3, count, generator=rng)
+    return directions / directions.norm(dim=0, keepdim=True)
+
+
+def sliced_colour_distance(pixels: torch.Tensor, reference: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+    """Sliced 1-Wasserstein distance between two colour distributions, (3, N) and (3, M) values: per direction,
+    the mean |difference| of the sorted projections, the reference's resampled to N quantiles. Differentiable in
+    `pixels`; what evaluate.continuation_score measures (a colour SWD), so the side term pulls toward its optimum
+    rather than toward matching two moments."""
+    ours = torch.sort(projections.t() @ pixels, dim=1).values  # (K, N)
+    theirs = torch.sort(projections.t() @ reference, dim=1).values  # (K, M)
+    count = ours.shape[1]
+    index = ((torch.arange(count, dtype=torch.float64) + 0.5) * theirs.shape[1] / count).long()
+    return (ours - theirs[:, index.clamp_max(theirs.shape[1] - 1)]).abs().mean()
 
 
 def learning_rate(step: int, steps: int, base: float, config: InversionConfig) -> float:
@@ -220,12 +241,8 @@ def invert_photo(
         for x in (footprint.x - footprint.width // 2 - config.side_px, footprint.x + footprint.width * 3 // 2):
             cols = geometry.window_for_span(x, config.side_px)
             side_windows.append((rows, cols, footprint.y - rows.first_pixel, x - cols.first_pixel))
-    if mask is None:
-        photo_mean, photo_std = target.mean(dim=(2, 3)), target.std(dim=(2, 3))
-    else:
-        weight = mask / mask.sum()
-        photo_mean = (target * weight).sum(dim=(2, 3))
-        photo_std = ((target - photo_mean[..., None, None]).pow(2) * weight).sum(dim=(2, 3)).sqrt()
+    photo_colours = target[0].flatten(1) if mask is None else target[0][:, mask[0, 0] > 0]  # (3, opaque pixels)
+    projections = colour_projections(torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(
         [{"params": [latent, *styles], "base_lr": config.lr}, {"params": noises, "base_lr": config.noise_lr}],
         betas=(0.9, 0.999),
@@ -251,9 +268,8 @@ def invert_photo(
                 rows, cols, top_s, left_s = side_windows[(step // 2) % len(side_windows)]
                 side = world.forward_window(rows.start, cols.start, rows.cells, cols.cells, anchor_only=True)
                 side = side[..., top_s : top_s + footprint.height, left_s : left_s + config.side_px]
-                moments = (side.mean(dim=(2, 3)) - photo_mean).abs().mean()
-                moments = moments + (side.std(dim=(2, 3)) - photo_std).abs().mean()
-                loss = loss + config.continuation_weight * moments
+                distance = sliced_colour_distance(side[0].flatten(1), photo_colours, projections)
+                loss = loss + config.continuation_weight * distance
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

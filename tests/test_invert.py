@@ -268,3 +268,21 @@ def test_a_photo_with_a_reach_sits_in_a_biome_world(inverted, unbounded):
             assert np.array_equal(whole[dy : dy + 256, dx : dx + 256], render_region(world, x0 + dx, y0 + dy, 256, 256))
     with pytest.raises(RegionError, match="reach"):
         World(generator, biome_spec, unbounded[2])
+
+
+def test_the_sliced_colour_distance_is_zero_for_the_same_colours_and_pulls_toward_them():
+    from infinitygan.invert import colour_projections, sliced_colour_distance
+
+    rng = torch.Generator().manual_seed(0)
+    projections = colour_projections(rng)
+    reference = torch.rand(3, 500, generator=rng)
+    shuffled = reference[:, torch.randperm(500, generator=rng)]
+    assert float(sliced_colour_distance(shuffled, reference, projections)) == pytest.approx(0.0, abs=1e-6)
+    subsample = reference[:, ::5]  # fewer pixels than the reference: compared at matching quantiles
+    assert float(sliced_colour_distance(subsample, reference, projections)) < 0.05
+    pixels = (reference[:, :200] + 0.3).requires_grad_(True)
+    distance = sliced_colour_distance(pixels, reference, projections)
+    assert float(distance.detach()) > 0.1
+    distance.backward()
+    stepped = pixels.detach() - 50.0 * pixels.grad
+    assert float(sliced_colour_distance(stepped, reference, projections)) < float(distance.detach())
