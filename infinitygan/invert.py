@@ -56,6 +56,8 @@ QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)
 # centring: 0.14), see tests/test_invert.py.
 HORIZON_SEARCH = (0.2, 0.8)
 HORIZON_MIN_CONTRAST = 12.0
+HORIZONS_WITHOUT_SPLIT = (0.5, 0.0, 1.0)  # tried by trial fits when estimate_horizon finds no split: centred, the
+# photo's top row on the horizon (all ground below it, as in a gorge), its bottom row (all sky)
 STREAM_INVERSION_START = 50  # + start index: the hashed stream of a start's z_g (infinitygan.latents)
 
 
@@ -340,27 +342,36 @@ def outpaint_photo(
     (`estimate_horizon`). Before fitting, one forward pass per start (config.starts styles, `start_styles`) scores
     the reconstruction; the fit starts from the best. Raises ValueError for a horizon outside [0, 1]."""
     started = time.perf_counter()
-    if horizon is None:
-        horizon, _ = estimate_horizon(photo, None if alpha is None else alpha.astype(np.float64) / 255.0)
-    if alpha is None:
-        resized, footprint = place_photo(photo, scene_height, float(horizon))
-        opacity = None
+    if horizon is not None:
+        horizons = [float(horizon)]
     else:
-        resized, footprint, opacity = place_photo(photo, scene_height, float(horizon), alpha)
-    target, mask = _target(resized, opacity)
-    wy, wx = inversion_windows(generator.geometry, footprint, config)
-    base = World(generator, spec)
-    probe = _initial_anchor(base, resized, footprint, wy.start, wx.start, wy.cells, wx.cells, config)
-    world = World(generator, spec, probe)
-    top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
+        estimate, contrast = estimate_horizon(photo, None if alpha is None else alpha.astype(np.float64) / 255.0)
+        # No sky/ground split: the horizon may be anywhere, above the frame (a gorge) or below it (all sky).
+        horizons = [estimate] if contrast >= HORIZON_MIN_CONTRAST else list(HORIZONS_WITHOUT_SPLIT)
     starts = [start_styles(generator, spec, index) for index in range(max(1, config.starts))]
-    scores = []
-    with torch.no_grad():
-        for structure, texture in starts:
-            probe.structure_style, probe.texture_styles = structure, texture
-            image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
-            fitted = image[..., top : top + footprint.height, left : left + footprint.width]
-            scores.append(float(_data_loss(fitted, target, mask, config)))
+    best = None
+    for candidate in horizons:
+        if alpha is None:
+            resized, footprint = place_photo(photo, scene_height, candidate)
+            opacity = None
+        else:
+            resized, footprint, opacity = place_photo(photo, scene_height, candidate, alpha)
+        target, mask = _target(resized, opacity)
+        wy, wx = inversion_windows(generator.geometry, footprint, config)
+        window = (wy.start, wx.start, wy.cells, wx.cells)
+        probe = _initial_anchor(World(generator, spec), resized, footprint, *window, config)
+        world = World(generator, spec, probe)
+        top, left = footprint.y - wy.first_pixel, footprint.x - wx.first_pixel
+        scores = []
+        with torch.no_grad():
+            for structure, texture in starts:
+                probe.structure_style, probe.texture_styles = structure, texture
+                image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
+                fitted = image[..., top : top + footprint.height, left : left + footprint.width]
+                scores.append(float(_data_loss(fitted, target, mask, config)))
+        if best is None or min(scores) < min(best[4]):
+            best = (candidate, resized, footprint, opacity, scores)
+    horizon, resized, footprint, opacity, scores = best
     index = int(np.argmin(scores))
     anchor, report = invert_photo(generator, spec, resized, footprint, config, progress, opacity, start=starts[index])
     anchor.metadata.update({"horizon": float(horizon), "start": index, "start_scores": scores})

@@ -160,6 +160,15 @@ def test_the_horizon_is_estimated_from_the_photo_or_taken_as_given_and_the_best_
     assert given_report.horizon == 0.3 and given.footprint.y == -38
     with pytest.raises(ValueError, match="horizon"):
         outpaint_photo(generator, WorldSpec(seed=3), rgb, 128, config, horizon=1.2)
+    # Without a sky/ground split the horizon is found by trial fits: centred, above the frame, or below it.
+    from infinitygan.invert import HORIZONS_WITHOUT_SPLIT
+
+    texture = np.random.default_rng(1).integers(60, 120, (200, 200, 3), dtype=np.uint8)
+    flat_anchor, flat = outpaint_photo(generator, WorldSpec(seed=3), texture, 128, config)
+    assert flat.horizon in HORIZONS_WITHOUT_SPLIT and flat_anchor.footprint.y == -round(flat.horizon * 128)
+    for candidate in HORIZONS_WITHOUT_SPLIT:  # the chosen one fits at least as well as each other at its best
+        other = outpaint_photo(generator, WorldSpec(seed=3), texture, 128, config, horizon=candidate)[1]
+        assert min(flat.start_scores) <= min(other.start_scores) + 1e-9
     # Starts are reproducible functions of the world: 0 is the world's own styles, others hashed from its seed.
     own, other = start_styles(generator, WorldSpec(seed=3), 0), start_styles(generator, WorldSpec(seed=3), 1)
     assert torch.equal(own[0], World(generator, WorldSpec(seed=3)).structure_style[0])
