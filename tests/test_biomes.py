@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from infinitygan import World, WorldSpec, render_region
 from infinitygan.biomes import Biomes, BiomeStyle
+from infinitygan.distill import build_student
 from infinitygan.evaluate import seam_ratio
 from tests.model_fixtures import lively_tiny_generator
 
@@ -97,3 +99,23 @@ def test_explicit_styles_cycle_over_the_regions(generator):
         reference = World(generator, WorldSpec(seed=looks[region % 2].seed, psi=looks[region % 2].psi))
         assert np.allclose(structure.numpy(), reference.structure_style[0].numpy())
         assert np.allclose(texture.numpy(), reference.texture_styles[0].numpy())
+
+
+def test_a_student_renders_biomes_seamlessly(generator):
+    """A MobileStyleGAN student takes the biomes' per-location style maps as its teacher does: across a region
+    boundary a 512 render equals its quarters."""
+    student = build_student(generator, "tiny-mobile")
+    with torch.no_grad():
+        for module in student.modules():
+            if hasattr(module, "strength"):
+                module.strength.fill_(0.3)
+    spec = WorldSpec(seed=SEED, biomes=BIOMES)
+    boundary = int(BIOMES.boundary(SEED, np.array([1]))[0])
+    x0 = boundary // 256 * 256 - 256 if boundary % 256 < 128 else boundary // 256 * 256
+    whole = render_region(World(student, spec), x0, -256, 512, 512)
+    for dy in (0, 256):
+        for dx in (0, 256):
+            quarter = render_region(World(student, spec), x0 + dx, -256 + dy, 256, 256)
+            assert np.array_equal(whole[dy : dy + 256, dx : dx + 256], quarter)
+    plain = render_region(World(student, WorldSpec(seed=SEED)), x0, -256, 512, 512)
+    assert not np.array_equal(whole, plain)
