@@ -33,6 +33,8 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     (tests/test_layers.py). So a tile does not depend on threads or on what else is in the batch.
     """
     w = weight.flatten(1)
+    if x.shape[0] == 1:  # a tile: no stack, no copy
+        return (w @ x[0].flatten(1)).view(1, w.shape[0], *x.shape[2:])
     return torch.stack([(w @ sample.flatten(1)).view(w.shape[0], *sample.shape[1:]) for sample in x])
 
 
