@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import median_ms, time_call
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.world import World, WorldSpec
 
@@ -43,16 +44,6 @@ def chunk_arguments(generator: Generator) -> tuple[torch.Tensor, ...]:
     inputs = world.window_inputs(rows.start, cols.start, rows.cells, cols.cells)
     structure, texture = world.window_styles(rows.start, cols.start, rows.cells, cols.cells)
     return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
-
-
-def median_ms(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000 * float(np.median(times))
 
 
 def main() -> None:
@@ -77,7 +68,7 @@ def main() -> None:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             output = graph(*arguments).numpy().copy()
-            results["eager", threads] = (median_ms(lambda: graph(*arguments), args.repeats), output)
+            results["eager", threads] = (median_ms(time_call(lambda: graph(*arguments), repeats=args.repeats)), output)
 
         import onnxruntime
 
@@ -92,7 +83,7 @@ def main() -> None:
                 options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
                 session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 output = session.run(None, feeds)[0]
-                ms = median_ms(lambda session=session: session.run(None, feeds), args.repeats)
+                ms = median_ms(time_call(lambda session=session: session.run(None, feeds), repeats=args.repeats))
                 results["onnxruntime", threads] = (ms, output)
 
         for threads in (1, 2):
@@ -101,7 +92,7 @@ def main() -> None:
             started = time.perf_counter()
             output = compiled(*arguments).numpy().copy()
             print(f"torch.compile at {threads} thread(s): first call (compiling) {time.perf_counter() - started:.1f} s")
-            ms = median_ms(lambda compiled=compiled: compiled(*arguments), args.repeats)
+            ms = median_ms(time_call(lambda compiled=compiled: compiled(*arguments), repeats=args.repeats))
             results["torch.compile", threads] = (ms, output)
 
     eager = results["eager", 1][1]
