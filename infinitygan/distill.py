@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from infinitygan.checkpoint import LoadedGenerator, save_generator
+from infinitygan.checkpoint import LoadedGenerator, read_checkpoint_tensors, save_generator
 from infinitygan.config import preset_config
 from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
@@ -101,10 +101,9 @@ def structure_rms(teacher: Generator, cells: int = 12, batch: int = 8) -> float:
 
 def warm_start_student(student: Generator, checkpoint: Path) -> int:
     """Copy another student's G_T tensors (same name and shape) into `student`, leaving the mapping network and G_S
-    (the teacher's) alone; returns how many were copied. Raises DistillError when none match (another preset)."""
-    from infinitygan.checkpoint import load_generator
-
-    source = load_generator(checkpoint).generator.state_dict()
+    (the teacher's) alone; returns how many were copied. Raises DistillError unless every G_T tensor matches (another
+    preset), CheckpointError for an unreadable file."""
+    source = read_checkpoint_tensors(checkpoint)
     own = student.state_dict()
     copied = {
         k: v for k, v in source.items() if not k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape
