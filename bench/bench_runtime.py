@@ -23,27 +23,8 @@ import numpy as np
 import torch
 
 from bench.common import median_ms, time_call
-from infinitygan.generator import Generator, WindowInputs
+from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, export_chunk_graph
 from infinitygan.world import World, WorldSpec
-
-
-class ChunkGraph(torch.nn.Module):
-    """G as a function of plain tensors (what ONNX export and torch.compile trace)."""
-
-    def __init__(self, generator: Generator) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, local, coords, structure_style, texture_styles, *noises):
-        return self.generator(WindowInputs(local, coords, list(noises)), structure_style, texture_styles)
-
-
-def chunk_arguments(generator: Generator) -> tuple[torch.Tensor, ...]:
-    world = World(generator, WorldSpec(seed=3, psi=0.8))
-    rows, cols = world._chunk_window
-    inputs = world.window_inputs(rows.start, cols.start, rows.cells, cols.cells)
-    structure, texture = world.window_styles(rows.start, cols.start, rows.cells, cols.cells)
-    return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
 
 
 def main() -> None:
@@ -60,7 +41,7 @@ def main() -> None:
     else:
         generator, name = build_student(load_generator(None).generator, "small-mobile"), "small-mobile student"
     graph = ChunkGraph(generator.eval()).eval()
-    arguments = chunk_arguments(generator)
+    arguments = chunk_arguments(World(generator, WorldSpec(seed=3, psi=0.8)))
     print(f"model: {name}; one 256x256 chunk, batch 1, fp32; torch {torch.__version__}")
 
     results: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
@@ -70,20 +51,12 @@ def main() -> None:
             output = graph(*arguments).numpy().copy()
             results["eager", threads] = (median_ms(time_call(lambda: graph(*arguments), repeats=args.repeats)), output)
 
-        import onnxruntime
-
-        names = ["local", "coords", "structure_style", "texture_styles"]
-        names += [f"noise{i}" for i in range(len(arguments) - 4)]
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "chunk.onnx"
-            torch.onnx.export(graph, arguments, str(path), opset_version=17, dynamo=False, input_names=names)
-            feeds = {key: value.numpy() for key, value in zip(names, arguments, strict=True)}
+            path = export_chunk_graph(generator, Path(tmp) / "chunk.onnx")
             for threads in (1, 2):
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                output = session.run(None, feeds)[0]
-                ms = median_ms(time_call(lambda session=session: session.run(None, feeds), repeats=args.repeats))
+                session = ChunkSession(path, threads)
+                output = session.run(*arguments)
+                ms = median_ms(time_call(lambda session=session: session.run(*arguments), repeats=args.repeats))
                 results["onnxruntime", threads] = (ms, output)
 
         for threads in (1, 2):

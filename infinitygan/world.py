@@ -236,14 +236,17 @@ class World:
     def render_window(self, row0: int, col0: int, rows: int, cols: int) -> torch.Tensor:
         return self.forward_window(row0, col0, rows, cols)
 
+    def chunk_window(self, chunk_y: int, chunk_x: int) -> tuple[int, int, int, int]:
+        """(row0, col0, rows, cols): the z_S window whose image covers chunk (chunk_y, chunk_x). Chunk origins are
+        multiples of CHUNK_PX (a multiple of cell_px), so every chunk's window has the same shape."""
+        wy, wx = self._chunk_window
+        cells = CHUNK_PX // self.geometry.cell_px
+        return wy.start + chunk_y * cells, wx.start + chunk_x * cells, wy.cells, wx.cells
+
     def render_chunk(self, chunk_y: int, chunk_x: int) -> np.ndarray:
         """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...)."""
         wy, wx = self._chunk_window
-        cell = self.geometry.cell_px
-        # Chunk origins are multiples of CHUNK_PX (a multiple of cell_px), so every chunk uses the same window shape.
-        row0 = wy.start + chunk_y * (CHUNK_PX // cell)
-        col0 = wx.start + chunk_x * (CHUNK_PX // cell)
-        image = self.render_window(row0, col0, wy.cells, wx.cells)[0]
+        image = self.render_window(*self.chunk_window(chunk_y, chunk_x))[0]
         top, left = -wy.first_pixel, -wx.first_pixel
         pixels = to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
         if self.anchor is not None:
