@@ -161,8 +161,8 @@ class World:
         structure = self._blend(structure, self.anchor.structure_style, lrow_px, lcol_px)
         # Style k modulates a layer whose input grid is z_S (k = 0) or the output of G_T layer k - 1.
         sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
-        row_grids = [lrow_px[m:-m]] + [self._layer_positions(i, row0, sizes_h[i]) for i in range(len(sizes_h))]
-        col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
+        row_grids = [lrow_px[m:-m]] + [self.layer_positions(i, row0, sizes_h[i]) for i in range(len(sizes_h))]
+        col_grids = [lcol_px[m:-m]] + [self.layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
         texture = [
             self._blend(texture[k], self.anchor.texture_styles[k], row_grids[k], col_grids[k])
             for k in range(self.generator.num_styles)
@@ -187,7 +187,7 @@ class World:
         geometry, m, biomes = self.geometry, self.geometry.structure_margin, self.spec.biomes
         lcol_px = np.array([geometry.cell_center_px(c) for c in range(col0 - m, col0 + cols + m)])
         sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
-        col_grids = [lcol_px[m:-m]] + [self._layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
+        col_grids = [lcol_px[m:-m]] + [self.layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
         heights = [rows] + list(sizes_h)
         mixes = [biomes.mixing(self.spec.seed, lcol_px)] + [biomes.mixing(self.spec.seed, g) for g in col_grids]
         regions = {int(r) for left, right, _ in mixes for r in (*np.unique(left), *np.unique(right))}
@@ -212,8 +212,9 @@ class World:
         ]
         return structure, texture
 
-    def _layer_positions(self, layer: int, start: int, size: int) -> np.ndarray:
-        """World pixel positions of a G_T layer's output elements for a window starting at z_S cell `start`."""
+    def layer_positions(self, layer: int, start: int, size: int) -> np.ndarray:
+        """World pixel positions (float64 (size,), pixel p at p) of G_T layer `layer`'s output elements, and so of its
+        noise image's, along one axis, for a window starting at z_S cell `start`."""
         geometry = self.geometry
         origin = geometry.cell_px * start + float(geometry.layer_origin(layer)) - geometry.center_frac
         return origin + float(geometry.layer_step(layer)) * np.arange(size)
