@@ -24,7 +24,7 @@ from pathlib import Path
 from pmtiles.tile import zxy_to_tileid
 from tqdm import tqdm
 
-from app.resources import load_partners
+from app.resources import load_partners, tile_renderer
 from app.settings import Settings
 from app.static_site import check_site_target, write_site
 from infinitygan.checkpoint import load_generator
@@ -137,7 +137,7 @@ async def export_area(
     try:
         model = await asyncio.to_thread(load_generator, settings.model)
         partners = await asyncio.to_thread(load_partners, settings.partner_models, model)
-        renderer = TileRenderer(model, {partner.model_hash: partner for partner in partners.values()})
+        renderer = await asyncio.to_thread(tile_renderer, settings, model, partners)
         link = RedisLink(connect(settings.redis_url)) if settings.redis_url is not None else None
         try:
             world = await _world(settings, world_id, renderer.model_hash, link)
@@ -203,7 +203,7 @@ async def _produce(
             tasks: set[asyncio.Task] = set()
             try:
                 for tile in layout.tiles(z):
-                    key = tile_key(renderer.model_hash, world.id, tile)
+                    key = tile_key(renderer.render_id, world.id, tile)
                     tile_id = zxy_to_tileid(*layout.to_archive(tile))
                     if store.has(key):
                         store.finish(tile_id, key)

@@ -22,7 +22,7 @@ from tiles.metrics import TileMetrics
 from tiles.outpaint import OutpaintWorker, worker_link
 from tiles.redis_link import RedisLink, connect
 from tiles.renderer import TileRenderer
-from tiles.scheduler import RenderScheduler
+from tiles.scheduler import RenderScheduler, intra_op_threads
 from tiles.service import TileService
 from tiles.worlds import WorldRecord, WorldRegistry
 
@@ -68,6 +68,16 @@ def load_partners(folder: Path | None, model: LoadedGenerator) -> dict[str, Load
     return partners
 
 
+def tile_renderer(settings: Settings, model: LoadedGenerator, partners: dict[str, LoadedGenerator]) -> TileRenderer:
+    """The renderer with the settings' runtime, each render on the scheduler's share of threads."""
+    return TileRenderer(
+        model,
+        {partner.model_hash: partner for partner in partners.values()},
+        runtime=settings.runtime,
+        threads=intra_op_threads(settings.render_threads, settings.torch_threads),
+    )
+
+
 def job_queue(link: RedisLink, model_hash: str, settings: Settings) -> JobQueue:
     return JobQueue(link, model_hash, lease_s=settings.outpaint_lease_s, max_attempts=settings.outpaint_max_attempts)
 
@@ -77,7 +87,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         model = await asyncio.to_thread(load_generator, settings.model)
         partners = await asyncio.to_thread(load_partners, settings.partner_models, model)
-        renderer = TileRenderer(model, {partner.model_hash: partner for partner in partners.values()})
+        renderer = await asyncio.to_thread(tile_renderer, settings, model, partners)
         redis_url, embedded = settings.redis_url, None
         if redis_url is None:
             embedded = EmbeddedRedis(

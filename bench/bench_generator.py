@@ -38,9 +38,27 @@ def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
         checkpoint = save_generator(build_generator(preset), Path(tmp) / "model.safetensors")
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "infinitygan", "render", "--checkpoint", str(checkpoint), "--seed", "1",
-             "--x", "0", "--y", "-1024", "--width", str(width), "--height", str(height),
-             "--out", str(Path(tmp) / "big.png"), "--quiet"],
+            [
+                sys.executable,
+                "-m",
+                "infinitygan",
+                "render",
+                "--checkpoint",
+                str(checkpoint),
+                "--seed",
+                "1",
+                "--x",
+                "0",
+                "--y",
+                "-1024",
+                "--width",
+                str(width),
+                "--height",
+                str(height),
+                "--out",
+                str(Path(tmp) / "big.png"),
+                "--quiet",
+            ],
             check=True,
         )
         seconds = time.perf_counter() - start
@@ -49,21 +67,34 @@ def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
 
 def teacher_vs_student(repeats: int, peak: float) -> None:
     """The shipped model and a small-mobile student built from it (mapping and G_S copied; an undistilled G_T costs
-    what a distilled one does), timed on the same tiles in one run."""
+    what a distilled one does), timed on the same tile in one run, eager and through ONNX Runtime (the service's
+    default runtime, infinitygan.runtime) with as many threads as torch has here."""
     from infinitygan import load_generator
     from infinitygan.distill import build_student
+    from infinitygan.runtime import ChunkSession, chunk_graph_bytes
 
     teacher = load_generator(None).generator
     student = build_student(teacher, "small-mobile")
-    print("\nteacher (shipped) vs student (small-mobile), one 256x256 chunk, eager fp32:")
+    print("\nteacher (shipped) vs student (small-mobile), one 256x256 chunk, fp32:")
     results = {}
     for name, generator in (("teacher", teacher), ("student", student)):
-        world = World(generator, WorldSpec(seed=1))
-        gflop = tile_gflop(world)
-        ms = median_ms(time_call(lambda w=world: w.render_chunk(3, -2), repeats=repeats))
-        results[name] = ms
-        print(f"  {name:<8} {gflop:>6.2f} GFLOP/tile {ms:>8.1f} ms/tile {gflop / (ms / 1e3) / peak:>6.0%} of peak")
-    print(f"  student speed-up: {results['teacher'] / results['student']:.2f}x")
+        gflop = tile_gflop(World(generator, WorldSpec(seed=1)))
+        session = ChunkSession(chunk_graph_bytes(generator), threads=torch.get_num_threads())
+        for runtime, world in (
+            ("eager", World(generator, WorldSpec(seed=1))),
+            ("onnxruntime", World(generator, WorldSpec(seed=1), session=session)),
+        ):
+            ms = median_ms(time_call(lambda w=world: w.render_chunk(3, -2), repeats=repeats))
+            results[name, runtime] = ms
+            print(
+                f"  {name:<8} {runtime:<12} {gflop:>6.2f} GFLOP/tile {ms:>8.1f} ms/tile "
+                f"{gflop / (ms / 1e3) / peak:>6.0%} of peak"
+            )
+    eager_teacher = results["teacher", "eager"]
+    print(
+        "  over the eager teacher: "
+        + ", ".join(f"{name} {runtime} {eager_teacher / ms:.2f}x" for (name, runtime), ms in results.items())
+    )
 
 
 def blend_cost(repeats: int) -> None:

@@ -8,22 +8,25 @@ maps (biome transitions, photo anchors) have another signature and stay with eag
 The graph is an ONNX protobuf (weights inside, nothing pickled); `export_chunk_graph` writes it atomically.
 `ChunkSession` runs it with a fixed intra-op thread count and sequential execution, and `bench.bench_runtime` measures
 that its output is bit-identical at 1 and 2 threads and how far it is from eager (tests/test_runtime.py holds it to
-RUNTIME_TOLERANCE). onnxruntime and onnx are optional (the `dev` extra); importing this module does not need them.
+RUNTIME_TOLERANCE). World takes a ChunkSession to render its chunks with; the service picks the runtime by
+`INFINITYGAN_RUNTIME` (README: the runtimes measured). onnxruntime and onnx load on first use, not at import.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from infinitygan.checkpoint import write_atomic
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.world import World, WorldSpec
 
+RUNTIMES = ("onnxruntime", "eager")
 OPSET = 17
 # Largest |ORT - eager| allowed on the image (values in [-1, 1]): a float32 sum taken in another order differs in the
 # last bits (~1e-6 here); 1e-4 is a fortieth of one uint8 level (2 / 255), so a PNG differs in at most rare pixels
@@ -32,7 +35,7 @@ RUNTIME_TOLERANCE = 1e-4
 
 
 class RuntimeUnavailable(RuntimeError):
-    """onnxruntime (or onnx, which torch's exporter writes through) is not installed: `pip install .[dev]`."""
+    """onnxruntime (or onnx, which torch's exporter writes through) is not installed."""
 
 
 class ChunkGraph(torch.nn.Module):
@@ -55,73 +58,84 @@ def input_names(generator: Generator) -> list[str]:
 
 
 def chunk_arguments(world: World, chunk_y: int = 0, chunk_x: int = 0) -> tuple[torch.Tensor, ...]:
-    """The graph's inputs for chunk (chunk_y, chunk_x) of a world without per-location styles.
+    """The graph's inputs for chunk (chunk_y, chunk_x) of a world (World.graph_arguments).
 
     Raises ValueError where the window's styles are maps (a biome transition or a photo anchor nearby)."""
-    window = world.chunk_window(chunk_y, chunk_x)
-    inputs = world.window_inputs(*window)
-    structure, texture = world.window_styles(*window)
-    if structure.dim() != 2 or any(style.dim() != 2 for style in texture):
+    arguments = world.graph_arguments(*world.chunk_window(chunk_y, chunk_x))
+    if arguments is None:
         raise ValueError(f"chunk ({chunk_y}, {chunk_x}) has per-location styles: the exported graph takes vectors")
-    return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
+    return arguments
 
 
-def export_chunk_graph(generator: Generator, path: str | os.PathLike) -> Path:
-    """Trace G for one chunk window and write the ONNX graph (weights embedded) to `path`, atomically.
+def chunk_graph_bytes(generator: Generator) -> bytes:
+    """G traced for one chunk window, as a serialised ONNX model (weights embedded).
 
     Uses torch's TorchScript-based exporter (dynamo=False): the torch.export-based one needs onnxscript besides, and
-    this graph has no control flow for it to gain on.
-
-    Raises RuntimeUnavailable without the onnx package."""
+    this graph has no control flow for it to gain on. Raises RuntimeUnavailable without the onnx package."""
     try:
         import onnx  # noqa: F401  (torch.onnx.export serialises through it)
     except ImportError as error:
-        raise RuntimeUnavailable("exporting needs the onnx package (pip install .[dev])") from error
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise RuntimeUnavailable("exporting needs the onnx package") from error
     generator = generator.eval()
     arguments = chunk_arguments(World(generator, WorldSpec(seed=0)))
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    os.close(handle)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns that shape tests (batch of one, Haar band count) become constants: they are, for
-            # the one fixed window shape this graph is for.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's, see above
-            torch.onnx.export(
-                ChunkGraph(generator).eval(),
-                arguments,
-                temporary,
-                opset_version=OPSET,
-                dynamo=False,
-                input_names=input_names(generator),
-                output_names=["image"],
-            )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns that shape tests (batch of one, Haar band count) become constants: they are, for the one
+        # fixed window shape this graph is for.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's, see above
+        torch.onnx.export(
+            ChunkGraph(generator).eval(),
+            arguments,
+            buffer,
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=input_names(generator),
+            output_names=["image"],
+        )
+    return buffer.getvalue()
+
+
+def export_chunk_graph(generator: Generator, path: str | os.PathLike) -> Path:
+    """chunk_graph_bytes written to `path` atomically (a reader never sees a partial file)."""
+    path = Path(path)
+    write_atomic(path, chunk_graph_bytes(generator))
     return path
 
 
+def runtime_id(runtime: str) -> str:
+    """What identifies a runtime's bits: "eager", or "onnxruntime-<version>" (another version may sum in another
+    order). Raises ValueError for a runtime not in RUNTIMES."""
+    if runtime == "eager":
+        return "eager"
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise RuntimeUnavailable("ONNX Runtime is not installed") from error
+        return f"onnxruntime-{onnxruntime.__version__}"
+    raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+
 class ChunkSession:
-    """An ONNX Runtime session of an exported chunk graph, on the CPU provider.
+    """An ONNX Runtime session of an exported chunk graph (its bytes or a path), on the CPU provider. Thread-safe:
+    render threads share one.
 
     threads: intra-op threads (>= 1); inter-op parallelism is off and execution sequential, so the order of every
     reduction is fixed by the graph. Raises RuntimeUnavailable without onnxruntime."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 1) -> None:
+    def __init__(self, model: bytes | str | os.PathLike, threads: int = 1) -> None:
         try:
             import onnxruntime
         except ImportError as error:
-            raise RuntimeUnavailable("ONNX Runtime is not installed (pip install .[dev])") from error
+            raise RuntimeUnavailable("ONNX Runtime is not installed") from error
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.names = [node.name for node in self.session.get_inputs()]
 
     def run(self, *arguments: torch.Tensor) -> np.ndarray:

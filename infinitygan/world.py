@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,12 @@ COORD_LIMIT = 2**40  # |x|, |y| of every rendered pixel
 MAX_REGION_PIXELS = 2**27  # one render_region call (~400 MB of RGB)
 SEED_LIMIT = 2**63
 DEFAULT_PSI = 0.8
+
+
+class ChunkRunner(Protocol):
+    """Runs G on a chunk's graph_arguments: float32 (1, 3, S, S) image (infinitygan.runtime.ChunkSession)."""
+
+    def run(self, *arguments: torch.Tensor) -> np.ndarray: ...
 
 
 class RegionError(ValueError):
@@ -64,10 +71,15 @@ class WorldSpec:
 class World:
     """A renderable world; with an `anchor`, a photo pinned in it (see infinitygan.anchor)."""
 
-    def __init__(self, generator: Generator, spec: WorldSpec, anchor: Anchor | None = None) -> None:
+    def __init__(
+        self, generator: Generator, spec: WorldSpec, anchor: Anchor | None = None, *, session: ChunkRunner | None = None
+    ) -> None:
+        """session: renders this generator's chunks whose styles are vectors (graph_arguments), e.g. an ONNX Runtime
+        infinitygan.runtime.ChunkSession of it; None renders every chunk with eager PyTorch."""
         self.generator = generator.eval()
         self.spec = spec
         self.anchor = anchor
+        self.session = session
         self.geometry = generator.geometry
         config = generator.config
         with torch.no_grad():
@@ -244,10 +256,27 @@ class World:
         cells = CHUNK_PX // self.geometry.cell_px
         return wy.start + chunk_y * cells, wx.start + chunk_x * cells, wy.cells, wx.cells
 
+    def graph_arguments(self, row0: int, col0: int, rows: int, cols: int) -> tuple[torch.Tensor, ...] | None:
+        """A window's inputs as plain tensors, in infinitygan.runtime.ChunkGraph's order (z_l, coordinates, G_S style,
+        W+ (1, num_styles, w_dim), noise images), or None where its styles are per-location maps."""
+        structure, texture = self.window_styles(row0, col0, rows, cols)
+        if structure.dim() != 2 or any(style.dim() != 2 for style in texture):
+            return None
+        inputs = self.window_inputs(row0, col0, rows, cols)
+        return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
+
     def render_chunk(self, chunk_y: int, chunk_x: int) -> np.ndarray:
-        """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...)."""
+        """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...).
+
+        With a session, a chunk whose styles are vectors renders through it, the others eagerly; which one is a
+        function of the chunk's position only, so renders stay reproducible and seamless."""
         wy, wx = self._chunk_window
-        image = self.render_window(*self.chunk_window(chunk_y, chunk_x))[0]
+        window = self.chunk_window(chunk_y, chunk_x)
+        arguments = None if self.session is None else self.graph_arguments(*window)
+        if arguments is None:
+            image = self.render_window(*window)[0]
+        else:
+            image = torch.from_numpy(self.session.run(*arguments))[0]
         top, left = -wy.first_pixel, -wx.first_pixel
         pixels = to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
         if self.anchor is not None:

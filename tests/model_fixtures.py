@@ -28,3 +28,11 @@ def lively_tiny_generator(architecture: str = "transposed", init_seed: int = 0) 
         for index, module in enumerate(m for m in generator.modules() if hasattr(m, "strength")):
             module.strength.fill_(0.3 + 0.05 * index)
     return generator
+
+
+def served_world(generator: Generator, spec, anchor=None):
+    """The world as the service and `infinitygan render` draw it by default: plain chunks through ONNX Runtime."""
+    from infinitygan.runtime import ChunkSession, chunk_graph_bytes
+    from infinitygan.world import World
+
+    return World(generator, spec, anchor, session=ChunkSession(chunk_graph_bytes(generator)))

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from infinitygan import CheckpointError, World, WorldSpec, load_generator, render_region, save_generator
-from tests.model_fixtures import lively_tiny_generator
+from tests.model_fixtures import lively_tiny_generator, served_world
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -99,7 +99,9 @@ def test_cli_render_writes_the_same_pixels_as_the_library(tmp_path, tiny_checkpo
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    expected = render_region(World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 300, 200)
+    expected = render_region(
+        served_world(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 300, 200
+    )
     assert np.array_equal(np.asarray(Image.open(out)), expected)
 
 
@@ -163,11 +165,13 @@ def test_render_streams_a_tiled_tiff_equal_to_render_region(tiny_checkpoint, tmp
     out = tmp_path / "pano.tif"
     args = ["render", "--checkpoint", str(tiny_checkpoint), "--seed", "9", "--x", "-40", "--y", "-300"]
     assert main([*args, "--width", "700", "--height", "530", "--out", str(out), "--quiet"]) == 0
-    expected = render_region(World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 700, 530)
+    expected = render_region(
+        served_world(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9)), -40, -300, 700, 530
+    )
     assert np.array_equal(tifffile.imread(out), expected)
     assert not list(tmp_path.glob(".*partial"))
     # The bands: 256 rows each but the last, each chunk row rendered once, together the same region.
-    world = World(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9))
+    world = served_world(load_generator(tiny_checkpoint).generator, WorldSpec(seed=9))
     bands = list(iter_row_bands(world, -40, -300, 700, 530))
     assert [band.shape[0] for band in bands] == [256, 256, 18]
     assert np.array_equal(np.concatenate(bands), expected)

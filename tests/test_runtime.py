@@ -19,7 +19,7 @@ from infinitygan.runtime import (
     chunk_arguments,
     export_chunk_graph,
 )
-from infinitygan.world import World, WorldSpec, to_uint8
+from infinitygan.world import World, WorldSpec, render_region, to_uint8
 
 STUDENT = Path(__file__).resolve().parents[1] / "models" / "students" / "landscapes-small-mobile.safetensors"
 
@@ -61,3 +61,44 @@ def test_the_session_rejects_a_wrong_input_count(exported):
         ChunkSession(exported).run(torch.zeros(1))
     with pytest.raises(ValueError, match="threads"):
         ChunkSession(exported, threads=0)
+
+
+def test_a_world_with_a_session_stitches_bit_for_bit_and_stays_near_eager(exported, student):
+    """Chunks through ONNX Runtime: a 512 render equals its four 256 quarters (and a render shifted by a chunk, so
+    every chunk is computed in another call), and is within one 8-bit level of the eager render."""
+    session = ChunkSession(exported.read_bytes(), threads=2)
+    world = World(student, WorldSpec(seed=5, psi=0.8), session=session)
+    whole = render_region(world, -256, -256, 512, 512)
+    for x, y in ((-256, -256), (0, -256), (-256, 0), (0, 0)):
+        assert np.array_equal(whole[y + 256 : y + 512, x + 256 : x + 512], render_region(world, x, y, 256, 256))
+    eager = render_region(World(student, WorldSpec(seed=5, psi=0.8)), -256, -256, 512, 512)
+    levels = np.abs(whole.astype(int) - eager.astype(int))
+    assert levels.max() <= 1 and (levels > 0).mean() < 1e-3
+
+
+def test_chunks_with_style_maps_render_eagerly_in_a_session_world(exported, student):
+    """A biome transition's chunks have per-location styles, which the graph does not take: they render eagerly
+    (the same bits as a world without a session), and the plain chunks beside them through the session."""
+    from infinitygan.biomes import Biomes
+
+    spec = WorldSpec(seed=5, biomes=Biomes(region_px=2048, transition_px=128))
+    world = World(student, spec, session=ChunkSession(exported))
+    eager_world = World(student, spec)
+    kinds = {world.graph_arguments(*world.chunk_window(0, x)) is None: x for x in range(-16, 16)}
+    assert set(kinds) == {True, False}, "the row should cross both plain chunks and transitions"
+    mapped, plain = kinds[True], kinds[False]
+    assert np.array_equal(world.render_chunk(0, mapped), eager_world.render_chunk(0, mapped))
+    assert not np.array_equal(world.render_chunk(0, plain), eager_world.render_chunk(0, plain))
+
+
+def test_the_service_settings_pick_the_runtime_and_tile_keys_carry_it(student):
+    """Another runtime's tiles may differ in rare bits, so they never share a cache key."""
+    from infinitygan.checkpoint import LoadedGenerator
+    from tiles.renderer import TileRenderer
+
+    model = LoadedGenerator.in_memory(student)
+    eager, onnx_runtime = TileRenderer(model), TileRenderer(model, runtime="onnxruntime")
+    assert eager.session is None and onnx_runtime.session is not None
+    assert eager.render_id != onnx_runtime.render_id and onnx_runtime.render_id.startswith(model.model_hash)
+    with pytest.raises(ValueError, match="runtime"):
+        TileRenderer(model, runtime="tensorrt")

@@ -40,8 +40,9 @@ return 0
 """
 
 
-def tile_key(model_hash: str, world_id: str, tile: TileAddress) -> str:
-    return f"tile:{KEY_VERSION}:{model_hash}:{world_id}:{TILE_SIZE}:{tile.z}:{tile.x}:{tile.y}.png"
+def tile_key(render_id: str, world_id: str, tile: TileAddress) -> str:
+    """render_id: TileRenderer.render_id (the model and the runtime, which decide the bits)."""
+    return f"tile:{KEY_VERSION}:{render_id}:{world_id}:{TILE_SIZE}:{tile.z}:{tile.x}:{tile.y}.png"
 
 
 class TileCache:

@@ -27,8 +27,8 @@ def preview_rect(footprint: tuple[int, int, int, int]) -> Rect:
     return Rect(x - dx, y - dy, width + 2 * dx, height + 2 * dy)
 
 
-def preview_key(model_hash: str, world_id: str) -> str:
-    return f"preview:{KEY_VERSION}:{model_hash}:{world_id}.png"
+def preview_key(render_id: str, world_id: str) -> str:
+    return f"preview:{KEY_VERSION}:{render_id}:{world_id}.png"
 
 
 async def stitch_native(service: TileService, world: WorldRecord, area: Rect) -> np.ndarray:
@@ -50,7 +50,7 @@ async def preview_png(service: TileService, world: WorldRecord) -> bytes:
     """PNG of the anchored world around its photo; raises NotAnchored for a world without one."""
     if world.footprint is None:
         raise NotAnchored(f"world {world.id} has no photo to preview")
-    key = preview_key(service.model_hash, world.id)
+    key = preview_key(service.renderer.render_id, world.id)
     png = await service.cache.get(key)
     if png is None:
         pixels = await stitch_native(service, world, preview_rect(world.footprint))

@@ -11,6 +11,7 @@ import torch
 from infinitygan.blend import Blend
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
+from infinitygan.runtime import ChunkSession, chunk_graph_bytes, runtime_id
 from infinitygan.world import World, WorldSpec
 from tiles.anchors import StoredAnchor
 from tiles.errors import UnknownWorld
@@ -27,9 +28,21 @@ class TileRenderer:
     partners: layer-swapping partners (fine-tunes of the model) by model hash; a world with a Blend renders with the
     blended weights, computed once per blend and memoised."""
 
-    def __init__(self, model: LoadedGenerator, partners: Mapping[str, LoadedGenerator] | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedGenerator,
+        partners: Mapping[str, LoadedGenerator] | None = None,
+        *,
+        runtime: str = "eager",
+        threads: int = 1,
+    ) -> None:
+        """runtime: one of infinitygan.runtime.RUNTIMES; "onnxruntime" exports the model's chunk graph here (seconds)
+        and renders plain chunks of unblended worlds with it, `threads` intra-op threads per render. Raises
+        ValueError for an unknown runtime, RuntimeUnavailable where it is not installed."""
         self.generator = model.generator.eval()
         self.model_hash = model.model_hash
+        self.runtime = runtime_id(runtime)  # checks the name before the export's seconds
+        self.session = None if runtime == "eager" else ChunkSession(chunk_graph_bytes(self.generator), threads)
         self.scene_height = model.scene_height
         self.partners = dict(partners or {})
         self._worlds: OrderedDict[tuple[WorldSpec, str | None, Blend | None], World] = OrderedDict()
@@ -53,6 +66,11 @@ class TileRenderer:
             self._blends.move_to_end(blend)
         return generator
 
+    @property
+    def render_id(self) -> str:
+        """What a tile's bits depend on besides its world and address: the model and the runtime (cache keys)."""
+        return f"{self.model_hash}.{self.runtime}"
+
     def world(self, spec: WorldSpec, anchor: StoredAnchor | None = None, blend: Blend | None = None) -> World:
         # A World precomputes its styles; memoise a few so each tile does not redo that.
         key = (spec, anchor.id if anchor is not None else None, blend)
@@ -60,7 +78,8 @@ class TileRenderer:
             world = self._worlds.get(key)
             if world is None:
                 generator = self._generator_for(blend)
-                world = World(generator, spec, anchor.anchor if anchor is not None else None)
+                session = self.session if blend is None else None  # a blend's weights are not in the graph
+                world = World(generator, spec, anchor.anchor if anchor is not None else None, session=session)
                 self._worlds[key] = world
                 if len(self._worlds) > WORLD_MEMO_SIZE:
                     self._worlds.popitem(last=False)

@@ -25,6 +25,12 @@ FOREGROUND, BACKGROUND = 0, 1
 _STOP = -1  # sorts before any work: threads stop at once on shutdown
 
 
+def intra_op_threads(render_threads: int, torch_threads: int | None = None) -> int:
+    """Threads one render uses: `torch_threads`, or an equal share of the cores per render thread (more intra-op
+    threads than cores only adds contention)."""
+    return torch_threads or max(1, (os.cpu_count() or 1) // render_threads)
+
+
 class RenderScheduler:
     def __init__(
         self, threads: int = 2, max_pending: int = 64, torch_threads: int | None = None, retry_after_s: int = 2
@@ -34,8 +40,7 @@ class RenderScheduler:
         self.threads = threads
         self.max_pending = max_pending
         self.retry_after_s = retry_after_s
-        # Each render thread gets an equal share of the cores: more intra-op threads than cores only adds contention.
-        torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 1) // threads))
+        torch.set_num_threads(intra_op_threads(threads, torch_threads))
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._pending = {FOREGROUND: 0, BACKGROUND: 0}

@@ -81,7 +81,7 @@ class TileService:
         """The tile from the in-process memory tier, or None; no I/O, so a hot tile needs no task or await.
         Raises ZoomOutOfRange or TileOutOfBounds."""
         self.grid.check(tile)
-        entry = self.memory.get(tile_key(self.model_hash, world.id, tile))
+        entry = self.memory.get(tile_key(self.renderer.render_id, world.id, tile))
         if entry is None:
             return None
         self.metrics.cache_lookups.labels("memory").inc()
@@ -95,7 +95,7 @@ class TileService:
         if hot is not None:
             return hot
         started = time.perf_counter()
-        key = tile_key(self.model_hash, world.id, tile)
+        key = tile_key(self.renderer.render_id, world.id, tile)
         png = await self._lookup(key)
         hit = png is not None
         if png is None:
@@ -134,7 +134,7 @@ class TileService:
     async def _tile_png(self, world: WorldRecord, tile: TileAddress, background: bool) -> bytes:
         """A source tile of a zoom-out or zoom-in render: cached or produced, without admission (the tile it serves
         was admitted)."""
-        key = tile_key(self.model_hash, world.id, tile)
+        key = tile_key(self.renderer.render_id, world.id, tile)
         png = await self._lookup(key)
         if png is None:
             png = await self._flights.do(key, lambda: self._produce(world, tile, key, background))

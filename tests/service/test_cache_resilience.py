@@ -94,7 +94,7 @@ def test_replica_waits_for_the_lock_holder_instead_of_rendering(tiny_loaded, red
         waiter, waiter_link = build_replica(tiny_loaded, redis_url)
         world = WorldRecord.create(holder.model_hash, 5)
         tile = TileAddress(5, 3, 4)
-        key = tile_key(holder.model_hash, world.id, tile)
+        key = tile_key(holder.renderer.render_id, world.id, tile)
         token = await holder.cache.acquire_lock(key, 30_000)
         assert token is not None and token != "local"
         waiting = asyncio.ensure_future(waiter.tile(world, tile))
@@ -120,7 +120,7 @@ def test_a_live_holder_keeps_its_lock_past_the_ttl_by_renewing(tiny_loaded, redi
         waiter, waiter_link = build_replica(tiny_loaded, redis_url, lock_ttl_ms=300)
         world = WorldRecord.create(holder.model_hash, 8)
         tile = TileAddress(5, -3, 2)
-        key = tile_key(holder.model_hash, world.id, tile)
+        key = tile_key(holder.renderer.render_id, world.id, tile)
         token = await holder.cache.acquire_lock(key, 300)
         keeper = asyncio.ensure_future(holder._keep_lock(key, token))  # what a rendering holder runs
         waiting = asyncio.ensure_future(waiter.tile(world, tile))
@@ -159,7 +159,7 @@ def test_abandoned_lock_is_taken_over_once_it_lapses(tiny_loaded, redis_client, 
         world = WorldRecord.create(service.model_hash, 6)
         tile = TileAddress(5, 0, 0)
         # A replica that crashed while rendering: its lock is never released nor renewed, and no tile is written.
-        redis_client.set("lock:" + tile_key(service.model_hash, world.id, tile), "crashed-replica", px=300)
+        redis_client.set("lock:" + tile_key(service.renderer.render_id, world.id, tile), "crashed-replica", px=300)
         result = await asyncio.wait_for(service.tile(world, tile), 10)
         assert result.png and service.metrics.renders_total() == 1
         service.scheduler.shutdown()

@@ -179,13 +179,13 @@ def archived_count(sidecar: Path) -> int:
         db.close()
 
 
-def export_keys_kept(sidecar: Path, model_hash: str, world_id: str, tiles: set[tuple[int, int, int]]) -> int:
+def export_keys_kept(sidecar: Path, render_id: str, world_id: str, tiles: set[tuple[int, int, int]]) -> int:
     db = sqlite3.connect(sidecar)
     try:
         keys = {row[0] for row in db.execute("SELECT key FROM tiles")}
     finally:
         db.close()
-    return sum(tile_key(model_hash, world_id, TileAddress(*tile)) in keys for tile in tiles)
+    return sum(tile_key(render_id, world_id, TileAddress(*tile)) in keys for tile in tiles)
 
 
 class Interrupted(Exception):
@@ -210,7 +210,10 @@ def test_an_interrupted_export_resumes_without_rendering_finished_tiles(
     from tiles.worlds import WorldRecord
 
     world = WorldRecord.create(tiny_loaded.model_hash, settings.default_seed, settings.default_psi)
-    kept = export_keys_kept(sidecar_path(out), tiny_loaded.model_hash, world.id, EXPECTED)
+    from infinitygan.runtime import runtime_id
+
+    render_id = f"{tiny_loaded.model_hash}.{runtime_id(settings.runtime)}"  # TileRenderer.render_id
+    kept = export_keys_kept(sidecar_path(out), render_id, world.id, EXPECTED)
     assert 5 <= kept < len(EXPECTED)
 
     report = asyncio.run(export_area(settings, "default", (0, 0, 1024, 512), (2, 5), out, "pmtiles"))

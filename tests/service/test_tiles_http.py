@@ -12,7 +12,8 @@ from PIL import Image
 
 from app.cli import main as cli_main
 from infinitygan.generator import Generator
-from infinitygan.world import DEFAULT_PSI, World, WorldSpec, render_region
+from infinitygan.world import DEFAULT_PSI, WorldSpec, render_region
+from tests.model_fixtures import served_world
 from tests.service.conftest import LiveServer, metric, renders
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -143,7 +144,7 @@ def test_native_tiles_stitch_into_render_region(client: httpx.Client, tiny_gener
     # Tiles (-1..0, -1..0) meet at the world origin: the seam crossing every axis sign change.
     quarters = [[pixels(client.get(f"/worlds/{world}/tiles/5/{x}/{y}.png")) for x in (-1, 0)] for y in (-1, 0)]
     stitched = np.concatenate([np.concatenate(row, axis=1) for row in quarters], axis=0)
-    expected = render_region(World(tiny_generator, WorldSpec(seed=seed, psi=psi)), -256, -256, 512, 512)
+    expected = render_region(served_world(tiny_generator, WorldSpec(seed=seed, psi=psi)), -256, -256, 512, 512)
     np.testing.assert_array_equal(stitched, expected)
 
 
@@ -313,7 +314,7 @@ def test_a_biome_world_by_url_serves_its_regions_and_refuses_bad_biomes(
     boundary = int(biomes.boundary(31, np.array([2]))[0])
     tx = boundary // 256
     served = pixels(client.get(f"/worlds/{world['id']}/tiles/5/{tx}/-1.png"))
-    biome_world = World(tiny_generator, WorldSpec(seed=31, psi=0.7, biomes=biomes))
+    biome_world = served_world(tiny_generator, WorldSpec(seed=31, psi=0.7, biomes=biomes))
     expected = render_region(biome_world, 256 * tx, -256, 256, 256)
     np.testing.assert_array_equal(served, expected)
 

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from infinitygan.checkpoint import load_generator
-from infinitygan.world import World, WorldSpec
+from infinitygan.world import WorldSpec
+from tests.model_fixtures import served_world
 from tests.system.conftest import native_renders
 from tests.system.load import LoadResult, run_load
 from tests.system.topology import Topology
@@ -298,7 +299,7 @@ def assert_cached_tiles_are_complete_and_correct(
             assert image.size == (TILE_SIZE, TILE_SIZE)
             assert 0 < client.ttl(key) <= TILE_TTL_S
             tiles[(x, y)] = np.asarray(image.convert("RGB"))
-    reference = World(load_generator(model_path).generator, WorldSpec(seed=world["seed"], psi=world["psi"]))
+    reference = served_world(load_generator(model_path).generator, WorldSpec(seed=world["seed"], psi=world["psi"]))
     for (x, y), pixels in random.Random(0).sample(sorted(tiles.items()), min(pixel_checks, len(tiles))):
         with torch.inference_mode():
             expected = reference.render_chunk(y, x)
