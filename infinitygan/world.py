@@ -260,10 +260,9 @@ class World:
         """A window's inputs as plain tensors, in infinitygan.runtime.ChunkGraph's order (z_l, coordinates, G_S style,
         W+ (1, num_styles, w_dim), noise images), or None where its styles are per-location maps."""
         structure, texture = self.window_styles(row0, col0, rows, cols)
-        if structure.dim() != 2 or any(style.dim() != 2 for style in texture):
+        if not _plain(structure, texture):
             return None
-        inputs = self.window_inputs(row0, col0, rows, cols)
-        return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
+        return _graph_arguments(self.window_inputs(row0, col0, rows, cols), structure, texture)
 
     def render_chunk(self, chunk_y: int, chunk_x: int) -> np.ndarray:
         """uint8 (CHUNK_PX, CHUNK_PX, 3) of world pixels [CHUNK_PX*chunk_x, +CHUNK_PX) x [CHUNK_PX*chunk_y, ...).
@@ -272,16 +271,27 @@ class World:
         function of the chunk's position only, so renders stay reproducible and seamless."""
         wy, wx = self._chunk_window
         window = self.chunk_window(chunk_y, chunk_x)
-        arguments = None if self.session is None else self.graph_arguments(*window)
-        if arguments is None:
-            image = self.render_window(*window)[0]
-        else:
-            image = torch.from_numpy(self.session.run(*arguments))[0]
+        with torch.no_grad():
+            structure, texture = self.window_styles(*window)
+            inputs = self.window_inputs(*window)
+            if self.session is not None and _plain(structure, texture):
+                image = torch.from_numpy(self.session.run(*_graph_arguments(inputs, structure, texture)))[0]
+            else:
+                image = self.generator(inputs, structure, texture)[0]
         top, left = -wy.first_pixel, -wx.first_pixel
         pixels = to_uint8(image[:, top : top + CHUNK_PX, left : left + CHUNK_PX])
         if self.anchor is not None:
             paste_photo(pixels, self.anchor, CHUNK_PX * chunk_x, CHUNK_PX * chunk_y)
         return pixels
+
+
+def _plain(structure: torch.Tensor, texture: list[torch.Tensor]) -> bool:
+    """Whether a window's styles are one vector per layer (no per-location maps)."""
+    return structure.dim() == 2 and all(style.dim() == 2 for style in texture)
+
+
+def _graph_arguments(inputs: WindowInputs, structure: torch.Tensor, texture: list[torch.Tensor]):
+    return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
 
 
 def noise_images(geometry: Geometry, seed: int, row0: int, col0: int, rows: int, cols: int) -> list[torch.Tensor]:
