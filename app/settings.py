@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     runtime: Literal["onnxruntime", "eager"] = Field(
         "onnxruntime",
         description="how native tiles are rendered: the model's chunk graph exported to ONNX Runtime at startup "
-        "(about 2x eager on this CPU; chunks with per-location styles and blended worlds stay eager), or eager "
-        "PyTorch; the bits differ slightly, so tile cache keys carry it",
+        "(1.35x eager for the shipped teacher here; chunks with per-location styles and blended worlds stay "
+        "eager), or eager PyTorch; the bits differ slightly, so tile cache keys carry it",
     )
     render_threads: int = Field(2, ge=1, le=64)
     torch_threads: int | None = Field(None, ge=1, description="None = cores / render_threads")

@@ -171,7 +171,7 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
         "--runtime",
         choices=("onnxruntime", "eager"),
         default="onnxruntime",
-        help="as the service's INFINITYGAN_RUNTIME (default onnxruntime: the same bytes as its tiles, ~2x eager)",
+        help="as the service's INFINITYGAN_RUNTIME (default onnxruntime: the same bytes as its tiles, faster)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_render)
