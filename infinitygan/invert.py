@@ -44,7 +44,7 @@ class InversionConfig:
     # pixels), which the photo covers but for its blend band; the world beyond, and the side windows the
     # continuation term scores, read the hashed noise. So the noise may carry the photo's fine detail: without the
     # projector's autocorrelation penalty (weight 1e3 here before) and at noise_lr 0.5 rather than 0.1, `fast` PSNR
-    # rose from 14.8-22.0 to 20.6-26 dB on the bench photos with the same continuation scores (bench_outpaint).
+    # rose from 14.8-22.0 to 21.3-26.5 dB on the bench photos with the same continuation scores (bench_outpaint).
     noise_regularize_weight: float = 0.0
     noise_ramp_px: int = 32  # the fitted noise hands over to the world's own over this many px inside the photo
     reach_px: int | None = None  # None: the photo's styles govern the whole world; else they fade out within this

@@ -289,3 +289,29 @@ def test_the_sliced_colour_distance_is_zero_for_the_same_colours_and_pulls_towar
     distance.backward()
     stepped = pixels.detach() - 50.0 * pixels.grad
     assert float(sliced_colour_distance(stepped, reference, projections)) < float(distance.detach())
+
+
+def test_the_fitted_noise_stays_over_the_photo(unbounded):
+    """Noise elements outside the photo's footprint keep the world's hashed values (free noise there drew a bright
+    seam along the photo's edge); inside they are fitted."""
+    from infinitygan.invert import inversion_windows
+
+    generator, spec, anchor, _ = unbounded
+    fp = anchor.footprint
+    base = World(generator, spec)
+    wy, wx = inversion_windows(generator.geometry, fp, InversionConfig(steps=25))
+    base_noises = base.window_inputs(wy.start, wx.start, wy.cells, wx.cells).noises
+    changed_inside = 0
+    for layer, (override, noise) in enumerate(zip(anchor.noises, base_noises, strict=True)):
+        fitted, original = override.values, noise[0, 0]
+        assert fitted.shape == original.shape
+        rows = base.layer_positions(layer, wy.start, fitted.shape[0])
+        cols = base.layer_positions(layer, wx.start, fitted.shape[1])
+        outside = ~np.outer(
+            (rows >= fp.y - 0.5) & (rows < fp.y + fp.height - 0.5),
+            (cols >= fp.x - 0.5) & (cols < fp.x + fp.width - 0.5),
+        )
+        assert outside.any()
+        assert torch.equal(fitted[torch.from_numpy(outside)], original[torch.from_numpy(outside)]), layer
+        changed_inside += int((fitted != original)[torch.from_numpy(~outside)].sum())
+    assert changed_inside > 0
