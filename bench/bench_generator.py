@@ -38,29 +38,11 @@ def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
         checkpoint = save_generator(build_generator(preset), Path(tmp) / "model.safetensors")
         start = time.perf_counter()
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "infinitygan",
-                "render",
-                "--checkpoint",
-                str(checkpoint),
-                "--seed",
-                "1",
-                "--x",
-                "0",
-                "--y",
-                "-1024",
-                "--width",
-                str(width),
-                "--height",
-                str(height),
-                "--out",
-                str(Path(tmp) / "big.png"),
-                "--quiet",
-            ],
+            [sys.executable, "-m", "infinitygan", "render", "--checkpoint", str(checkpoint), "--seed", "1",
+             "--x", "0", "--y", "-1024", "--width", str(width), "--height", str(height),
+             "--out", str(Path(tmp) / "big.png"), "--quiet"],
             check=True,
-        )
+        )  # fmt: skip
         seconds = time.perf_counter() - start
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
 
