@@ -110,4 +110,3 @@ def _uniform(seed: int, stream: int, ks: np.ndarray) -> np.ndarray:
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
-

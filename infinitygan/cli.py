@@ -297,6 +297,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             augment=args.augment,
             precision=args.precision,
             init_from=args.init_from,
+            noise_free_stages=args.noise_free_stages,
             lr_steps=tuple(args.lr_step),
             **runtime,
         )
@@ -336,7 +337,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-input", choices=D_INPUTS, default=defaults.d_input, help="wavelet: SWAGAN's Haar-DWT D")
     p.add_argument("--augment", default=DEFAULT_POLICY, help=f"DiffAugment policy (default {DEFAULT_POLICY}; '' off)")
     p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision, help="auto: bf16 where fast")
-    p.add_argument("--init-from", default=None, help="warm start G from this generator checkpoint (matching tensors)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm start a new run: G (and its EMA) from a generator checkpoint, or G, G_ema and D from a resume "
+        "point (matching tensors; optimisers and iteration count start afresh)",
+    )
+    p.add_argument(
+        "--noise-free-stages",
+        type=_int,
+        default=defaults.noise_free_stages,
+        help="G_T's first this many stages inject no noise (a new run; default %(default)s: the coarsest stage's "
+        "noise drew white blotches)",
+    )
     p.add_argument(
         "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"
     )
@@ -462,8 +475,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
     p.add_argument(
-        "--init-from", default=None, help="start G_T from this student checkpoint (a new run only; e.g. re-distilling "
-        "for a retrained teacher)"
+        "--init-from",
+        default=None,
+        help="start G_T from this student checkpoint (a new run only; e.g. re-distilling for a retrained teacher)",
     )
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
     p.set_defaults(handler=_cmd_distill)

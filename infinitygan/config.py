@@ -39,6 +39,10 @@ class GeneratorConfig:
         1 / RMS of the teacher's z_S, since its weights start at the unit scale a long-trained G_S has left behind
         (measured: RMS 12 for the first shipped model, 140 after 28k more iterations, and a fresh student's output
         scales with it).
+    noise_free_stages: G_T's first this many stages inject no noise (their layers take the noise images of the
+        geometry and ignore them). StyleGAN's noise is for stochastic detail; at G_T's coarsest stage one noise pixel
+        spans 8 output pixels, and the shipped small model learnt to draw it as white blotches and streaks on the
+        ground and in the sky (strength 0.30 at step 42,269; zeroing it after training removes them).
     """
 
     preset: str
@@ -56,6 +60,7 @@ class GeneratorConfig:
     wavelet_output: bool = False
     texture_conv: TextureConv = "full"
     texture_input_gain: float = 1.0
+    noise_free_stages: int = 0
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -68,6 +73,9 @@ class GeneratorConfig:
             raise ValueError(f"texture_input_gain must be positive and finite, got {self.texture_input_gain!r}")
         if not self.texture_widths:
             raise ValueError("texture_widths needs at least one stage")
+        if not 0 <= self.noise_free_stages <= len(self.texture_widths):
+            stages = len(self.texture_widths)
+            raise ValueError(f"noise_free_stages must be 0..{stages} (the G_T stages), got {self.noise_free_stages}")
         object.__setattr__(self, "texture_widths", tuple(int(w) for w in self.texture_widths))
 
     @property

@@ -69,18 +69,27 @@ class StructureSynthesizer(nn.Module):
 
 
 class TextureStage(nn.Module):
-    """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB."""
+    """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB; noise: whether its two layers inject
+    their noise images."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, upsampler: str, *, wavelets: bool, conv: str = "full"
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        upsampler: str,
+        *,
+        wavelets: bool,
+        conv: str = "full",
+        noise: bool = True,
     ) -> None:
         super().__init__()
         up_conv = (TransposedUpsampleConv if upsampler == "transposed" else HaarUpsampleConv)(
             in_channels, out_channels, w_dim
         )
-        self.up = StyledLayer(up_conv, out_channels)
+        self.up = StyledLayer(up_conv, out_channels, use_noise=noise)
         conv_type = SeparableModulatedConv2d if conv == "separable" else ModulatedConv2d
-        self.conv = StyledLayer(conv_type(out_channels, out_channels, 3, w_dim), out_channels)
+        self.conv = StyledLayer(conv_type(out_channels, out_channels, 3, w_dim), out_channels, use_noise=noise)
         self.to_rgb = ToRGB(out_channels, w_dim, out_channels=12 if wavelets else 3)
 
 
@@ -103,6 +112,7 @@ class TextureSynthesizer(nn.Module):
                 config.upsampler,
                 wavelets=config.wavelet_output and i == last,
                 conv=config.texture_conv,
+                noise=i >= config.noise_free_stages,
             )
             for i in range(config.stages)
         )

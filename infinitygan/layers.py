@@ -265,7 +265,8 @@ class NoiseInjection(nn.Module):
 
 
 class StyledLayer(nn.Module):
-    """conv -> noise -> bias + scaled leaky ReLU; `conv` is any modulated conv taking (x, style)."""
+    """conv -> noise -> bias + scaled leaky ReLU; `conv` is any modulated conv taking (x, style). Without use_noise
+    the layer ignores any noise image it is given (so every layer of G_T takes one, whichever inject it)."""
 
     def __init__(self, conv: nn.Module, out_channels: int, *, use_noise: bool = True) -> None:
         super().__init__()

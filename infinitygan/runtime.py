@@ -53,8 +53,13 @@ class ChunkGraph(torch.nn.Module):
 
 
 def input_names(generator: Generator) -> list[str]:
+    """ChunkGraph.forward's arguments by name. The exporter drops inputs nothing reads (the noise images of
+    noise-free stages), so the full list is also kept in the model's metadata (SIGNATURE_KEY)."""
     layers = 2 * len(generator.texture.stages)
     return ["local", "coords", "structure_style", "texture_styles"] + [f"noise{i}" for i in range(layers)]
+
+
+SIGNATURE_KEY = "infinitygan.chunk_inputs"
 
 
 def chunk_arguments(world: World, chunk_y: int = 0, chunk_x: int = 0) -> tuple[torch.Tensor, ...]:
@@ -73,7 +78,7 @@ def chunk_graph_bytes(generator: Generator) -> bytes:
     Uses torch's TorchScript-based exporter (dynamo=False): the torch.export-based one needs onnxscript besides, and
     this graph has no control flow for it to gain on. Raises RuntimeUnavailable without the onnx package."""
     try:
-        import onnx  # noqa: F401  (torch.onnx.export serialises through it)
+        import onnx  # torch.onnx.export serialises through it too
     except ImportError as error:
         raise RuntimeUnavailable("exporting needs the onnx package") from error
     generator = generator.eval()
@@ -93,7 +98,9 @@ def chunk_graph_bytes(generator: Generator) -> bytes:
             input_names=input_names(generator),
             output_names=["image"],
         )
-    return buffer.getvalue()
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(model, {SIGNATURE_KEY: ",".join(input_names(generator))})
+    return model.SerializeToString()
 
 
 def export_chunk_graph(generator: Generator, path: str | os.PathLike) -> Path:
@@ -136,16 +143,23 @@ class ChunkSession:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         source = model if isinstance(model, bytes) else str(model)
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        self.names = [node.name for node in self.session.get_inputs()]
+        used = {node.name for node in self.session.get_inputs()}
+        signature = self.session.get_modelmeta().custom_metadata_map.get(SIGNATURE_KEY)
+        if signature is None:
+            raise ValueError(f"{source if isinstance(source, str) else 'the model'} is not an exported chunk graph")
+        self.names = signature.split(",")  # ChunkGraph.forward's arguments
+        self.used = [name in used for name in self.names]  # those the graph reads
 
     def run(self, *arguments: torch.Tensor) -> np.ndarray:
-        """The image, float32 (1, 3, S, S), for the graph's inputs in ChunkGraph.forward's order.
+        """The image, float32 (1, 3, S, S), for ChunkGraph.forward's arguments in its order (those the graph does not
+        read, e.g. noise images of noise-free stages, are not passed on).
 
         Raises ValueError for a wrong number of inputs; ONNX Runtime raises for wrong shapes."""
         if len(arguments) != len(self.names):
             raise ValueError(f"the graph takes {len(self.names)} inputs, got {len(arguments)}")
         feeds = {
             name: np.ascontiguousarray(value.detach().numpy())
-            for name, value in zip(self.names, arguments, strict=True)
+            for name, value, used in zip(self.names, arguments, self.used, strict=True)
+            if used
         }
         return self.session.run(None, feeds)[0]

@@ -3,11 +3,13 @@ the GPU hand-off script, on the tiny preset and synthetic landscapes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,10 +17,12 @@ from infinitygan import build_generator, save_generator
 from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_policy, translation
 from infinitygan.cli import main
 from infinitygan.discriminator import Discriminator
+from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, chunk_graph_bytes
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_point, seed_run_from, train
 from infinitygan.training.phases import autocast, set_lr
 from infinitygan.training.state import read_resume_point, read_run_meta
+from infinitygan.world import World, WorldSpec
 from tests.model_fixtures import tiny_config as tiny_generator_config
 from tests.training_helpers import tiny_recipe
 
@@ -298,3 +302,67 @@ def test_evaluation_during_training_keeps_the_best_checkpoint(landscape_dir, tmp
     kept = load_generator(tmp_path / "run" / BEST_FILE).metadata
     assert kept["trained_iterations"] == (1 if second["swd"] < first["swd"] else 0)
     assert second["best"] == (second["swd"] < first["swd"])
+
+
+# ---- noise-free coarse stages --------------------------------------------------------------------------------------
+
+
+def test_noise_free_stages_ignore_their_noise_images_and_the_rest_use_theirs():
+    config = dataclasses.replace(tiny_generator_config(), noise_free_stages=1)
+    generator = build_generator(config, init_seed=2)
+    names = [name for name, _ in generator.named_parameters() if name.endswith("noise.strength")]
+    assert names and not any(name.startswith("texture.stages.0.") for name in names)
+    with torch.no_grad():
+        for module in generator.modules():
+            if hasattr(module, "strength"):
+                module.strength.fill_(0.5)
+    local, coords, structure_style, texture_styles, *noises = chunk_arguments(World(generator, WorldSpec(seed=1)))
+    graph = ChunkGraph(generator)
+    with torch.no_grad():
+        base = graph(local, coords, structure_style, texture_styles, *noises)
+        coarse = [noises[0] + 1.0, noises[1] - 1.0, *noises[2:]]
+        assert torch.equal(graph(local, coords, structure_style, texture_styles, *coarse), base)
+        finer = [*noises[:2], noises[2] + 1.0, *noises[3:]]
+        assert not torch.equal(graph(local, coords, structure_style, texture_styles, *finer), base)
+    # The exported graph keeps every noise input, so one feed fits every model; the unused ones change nothing.
+    session = ChunkSession(chunk_graph_bytes(generator))
+    assert len(session.names) == 4 + len(noises)
+    assert np.array_equal(
+        session.run(local, coords, structure_style, texture_styles, *coarse),
+        session.run(local, coords, structure_style, texture_styles, *noises),
+    )
+    with pytest.raises(ValueError, match="noise_free_stages"):
+        dataclasses.replace(config, noise_free_stages=len(config.texture_widths) + 1)
+    with pytest.raises(ValueError, match="noise_free_stages"):
+        tiny_recipe(noise_free_stages=-1)
+
+
+def test_old_run_configs_resume_with_noise_at_every_stage():
+    assert TrainConfig().noise_free_stages == 1  # the recipe for new runs
+    assert TrainConfig.from_dict({"preset": "tiny"}).noise_free_stages == 0  # a run stored before the field
+    assert tiny_recipe(noise_free_stages=2).generator_config().noise_free_stages == 2
+
+
+def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscape_dir, tmp_path, capsys):
+    old = train(tiny_recipe(max_iterations=2, noise_free_stages=0), landscape_dir, tmp_path / "old", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", old.models, old.run_state())
+    recipe = tiny_recipe(max_iterations=1, noise_free_stages=1, init_from=str(point))
+    new = Trainer(recipe, landscape_dir, tmp_path / "new")
+    copied, total = new.warm_start(point)
+    own = sum(len(m.state_dict()) for m in (new.models.generator, new.models.g_ema, new.models.discriminator))
+    assert copied == total == own  # every tensor of the new models had a match; the point's stage-0 noise did not
+    for module, source in (
+        (new.models.generator, old.models.generator),
+        (new.models.g_ema, old.models.g_ema),
+        (new.models.discriminator, old.models.discriminator),
+    ):
+        reference = source.state_dict()
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, reference[name]), name
+    # Through the CLI: a new run from the point trains, its generator without stage-0 noise, the step count afresh.
+    argv = ["train", "--data", str(landscape_dir), "--out", str(tmp_path / "cli"), "--preset", "tiny"]
+    assert main([*argv, "--init-from", str(point), "--max-iterations", "1", "--quiet", "--threads", "1"]) == 0
+    meta = read_run_meta(tmp_path / "cli")
+    assert meta["step"] == 1 and meta["train_config"]["noise_free_stages"] == 1
+    assert main([*argv, "--max-iterations", "1", "--noise-free-stages", "9", "--out", str(tmp_path / "bad")]) == 2
+    assert "noise_free_stages must be 0..4" in capsys.readouterr().err

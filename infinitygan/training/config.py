@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infinitygan.augment import DEFAULT_POLICY, parse_policy
-from infinitygan.config import PRESETS
+from infinitygan.config import PRESETS, GeneratorConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 D_INPUTS = ("rgb", "wavelet")
@@ -54,7 +54,11 @@ class TrainConfig:
     EMA and w_avg stay fp32); "fp32" everywhere; "auto" (default) picks bf16 where the device has fast bf16
     kernels (CUDA, or a CPU whose oneDNN supports bf16: AVX512-BF16/AMX) and fp32 elsewhere, since oneDNN's
     fallback for bf16 convolutions is ~30x slower than fp32 (measured: bench/bench_training.py).
-    init_from: a generator checkpoint whose tensors of matching name and shape start G and its EMA (a warm start).
+    init_from: a warm start: a generator checkpoint whose tensors of matching name and shape start G and its EMA, or
+    a training resume point whose G, G_ema and D tensors of matching name and shape start all three (the optimiser
+    states and the iteration count start afresh; for a change of architecture that a resume cannot carry).
+    noise_free_stages: G_T's first this many stages inject no noise (GeneratorConfig.noise_free_stages; 1 since the
+    42,269-step model, whose coarsest noise drew white blotches; older runs resume with 0).
     Sizes are in pixels, rates per iteration; batch is in images.
     """
 
@@ -81,6 +85,7 @@ class TrainConfig:
     augment: str = DEFAULT_POLICY
     precision: str = "auto"
     init_from: str | None = None
+    noise_free_stages: int = 1
     init_seed: int = 0
     seed: int = 0
     data_seed: int = 0
@@ -109,6 +114,15 @@ class TrainConfig:
         if self.d_input not in D_INPUTS:
             raise ValueError(f"d_input must be one of {D_INPUTS}, got {self.d_input!r}")
         parse_policy(self.augment)
+        stages = PRESETS[self.preset].stages
+        if not 0 <= self.noise_free_stages <= stages:
+            raise ValueError(
+                f"noise_free_stages must be 0..{stages} for preset {self.preset!r}, got {self.noise_free_stages}"
+            )
+
+    def generator_config(self) -> GeneratorConfig:
+        """The architecture this run trains: its preset with the recipe's noise_free_stages."""
+        return dataclasses.replace(PRESETS[self.preset], noise_free_stages=self.noise_free_stages)
 
     def resolved_precision(self, device: str | None = None) -> str:
         """ "bf16" or "fp32": what the run computes in on device (default: self.device)."""
@@ -134,15 +148,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Unknown keys are ignored; keys missing from an older run's config take the defaults of that era
-        (no augmentation, fp32, RGB discriminator), so an old run resumes as it was."""
+        (no augmentation, fp32, RGB discriminator, noise at every stage), so an old run resumes as it was."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {"augment": "", "precision": "fp32", "d_input": "rgb"}
+        values = {"augment": "", "precision": "fp32", "d_input": "rgb", "noise_free_stages": 0}
         values.update({k: v for k, v in data.items() if k in known})
         return cls(**values)
 
-    def resumed_with(
-        self, step: int = 0, lr_steps: tuple[tuple[int, float], ...] = (), **runtime: Any
-    ) -> TrainConfig:
+    def resumed_with(self, step: int = 0, lr_steps: tuple[tuple[int, float], ...] = (), **runtime: Any) -> TrainConfig:
         """This config with runtime settings (RUNTIME_FIELDS) and the batch size replaced, for a resumed run at
         iteration `step`. lr_steps are added to the schedule; each must lie at or after `step`, so the recorded
         recipe stays true of every iteration already trained. Raises ValueError otherwise."""

@@ -31,11 +31,26 @@ from infinitygan.sampling import FakeBatch, sample_fake_inputs
 from infinitygan.training import phases
 from infinitygan.training.config import TrainConfig
 from infinitygan.training.phases import Models, lazy_adam
-from infinitygan.training.state import RunState, load_run_state, save_resume_point, save_run_state
+from infinitygan.training.state import (
+    RunState,
+    is_resume_point,
+    load_run_state,
+    read_resume_point,
+    save_resume_point,
+    save_run_state,
+)
 
 GENERATOR_FILE = "generator.safetensors"
 BEST_FILE = "best.safetensors"
 EVALS_FILE = "evals.jsonl"
+
+
+def copy_matching(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Copy every tensor whose name and shape match into module's state; returns (copied, total) counts of its state."""
+    own = module.state_dict()
+    matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(matching, strict=False)
+    return len(matching), len(own)
 
 
 def warm_start(generator: torch.nn.Module, checkpoint: Path) -> tuple[int, int]:
@@ -43,11 +58,7 @@ def warm_start(generator: torch.nn.Module, checkpoint: Path) -> tuple[int, int]:
 
     Returns (copied, total) tensor counts of generator's state; a different preset copies what it shares (the
     mapping, G_S, and the stages both have), the rest keeps its fresh initialisation."""
-    stored = read_checkpoint_tensors(checkpoint)
-    own = generator.state_dict()
-    matching = {k: v for k, v in stored.items() if k in own and own[k].shape == v.shape}
-    generator.load_state_dict(matching, strict=False)
-    return len(matching), len(own)
+    return copy_matching(generator, read_checkpoint_tensors(checkpoint))
 
 
 class Trainer:
@@ -56,7 +67,7 @@ class Trainer:
         self.device = torch.device(config.device)
         self.out_dir = Path(out_dir)
         self.data_dir = Path(data_dir)
-        generator = build_generator(config.preset, init_seed=config.init_seed).train().to(self.device)
+        generator = build_generator(config.generator_config(), init_seed=config.init_seed).train().to(self.device)
         self.patch_size = generator.geometry.texture_size(config.patch_cells)
         if self.patch_size < 8:
             raise ValueError(f"patch_cells={config.patch_cells} gives a {self.patch_size}px patch; use more cells")
@@ -92,10 +103,25 @@ class Trainer:
         self._reals = None  # real patches for evaluate(), sampled on first use
 
     def warm_start(self, checkpoint: Path) -> tuple[int, int]:
-        """Start G and its EMA from a checkpoint's matching tensors (see warm_start); returns (copied, total)."""
-        counts = warm_start(self.models.generator, checkpoint)
-        self.models.g_ema.load_state_dict(self.models.generator.state_dict())
-        return counts
+        """Start G and its EMA from a generator checkpoint's matching tensors (see warm_start), or G, G_ema and D from
+        a resume point's (a new architecture continuing a run: e.g. noise_free_stages); the optimiser states and the
+        iteration count start afresh. Returns (copied, total) tensor counts over the models started.
+        Raises ResumeError for an unreadable resume point."""
+        if not is_resume_point(checkpoint):
+            counts = warm_start(self.models.generator, checkpoint)
+            self.models.g_ema.load_state_dict(self.models.generator.state_dict())
+            return counts
+        tensors, _ = read_resume_point(checkpoint)
+        copied = total = 0
+        for prefix, module in (
+            ("G", self.models.generator),
+            ("G_ema", self.models.g_ema),
+            ("D", self.models.discriminator),
+        ):
+            part = {name.removeprefix(f"{prefix}/"): t for name, t in tensors.items() if name.startswith(f"{prefix}/")}
+            done, size = copy_matching(module, part)
+            copied, total = copied + done, total + size
+        return copied, total
 
     # ---- one iteration -------------------------------------------------------------------------------------------
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -291,7 +317,7 @@ def train(
         print(f"resumed from {out_dir} at step {trainer.step}", flush=True)
     elif config.init_from:
         copied, total = trainer.warm_start(Path(config.init_from))
-        print(f"warm start: {copied} of {total} generator tensors from {config.init_from}", flush=True)
+        print(f"warm start: {copied} of {total} tensors from {config.init_from}", flush=True)
     stop = _StopFlag()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     start = time.monotonic()

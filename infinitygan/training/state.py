@@ -161,6 +161,15 @@ def save_resume_point(path: Path, models: Models, run: RunState) -> Path:
     return Path(path)
 
 
+def is_resume_point(path: Path) -> bool:
+    """Whether path is a safetensors file whose header names it a resume point (False for anything else)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == RESUME_FORMAT
+    except Exception:  # not a file, not safetensors: not a resume point
+        return False
+
+
 def read_resume_point(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, state meta) of a resume point; ResumeError with the reason when it is not one."""
     path = Path(path)
