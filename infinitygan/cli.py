@@ -443,7 +443,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     teacher = load_generator(args.teacher)
     config = DistillConfig(
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
-        init_from=args.init_from,
+        init_from=args.init_from, structure_warmup=args.structure_warmup,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -458,10 +458,12 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from infinitygan.distill import DistillConfig
+
     p = sub.add_parser(
         "distill",
         help="distil a MobileStyleGAN student from a teacher generator (resumes the run in --out)",
-        description="Train a student (depthwise-separable G_T, the teacher's mapping and G_S) to render what the "
+        description="Train a student (depthwise-separable G_S and G_T, the teacher's mapping) to render what the "
         "teacher renders. An existing run in --out is resumed with its own settings.",
     )
     p.add_argument("--teacher", required=True, help="teacher generator checkpoint")
@@ -473,6 +475,12 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", type=_int, default=12, help="z_S cells per training window side")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=_int, default=0)
+    p.add_argument(
+        "--structure-warmup",
+        type=_int,
+        default=DistillConfig.structure_warmup,
+        help="first steps in which a separable G_S learns the teacher's z_S alone (default %(default)s)",
+    )
     p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
     p.add_argument(
         "--init-from",

@@ -39,6 +39,10 @@ class GeneratorConfig:
         1 / RMS of the teacher's z_S, since its weights start at the unit scale a long-trained G_S has left behind
         (measured: RMS 12 for the first shipped model, 140 after 28k more iterations, and a fresh student's output
         scales with it).
+    structure_conv: G_S's convs: "full" (InfinityGAN's modulated conv) or "separable" (MobileStyleGAN's
+        depthwise-separable modulated conv; same margins, ~24x fewer MACs for the small presets' 7x7 kernels). A
+        student with a separable G_S learns its own (it cannot copy the teacher's) and takes texture_input_gain 1, its
+        G_S regressing the teacher's z_S divided by the teacher's z_S RMS.
     noise_free_stages: G_T's first this many stages inject no noise (their layers take the noise images of the
         geometry and ignore them). StyleGAN's noise is for stochastic detail; at G_T's coarsest stage one noise pixel
         spans 8 output pixels, and the shipped small model learnt to draw it as white blotches and streaks on the
@@ -61,12 +65,15 @@ class GeneratorConfig:
     texture_conv: TextureConv = "full"
     texture_input_gain: float = 1.0
     noise_free_stages: int = 0
+    structure_conv: TextureConv = "full"
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
         if self.texture_conv not in TEXTURE_CONVS:
             raise ValueError(f"texture_conv must be one of {TEXTURE_CONVS}, got {self.texture_conv!r}")
+        if self.structure_conv not in TEXTURE_CONVS:
+            raise ValueError(f"structure_conv must be one of {TEXTURE_CONVS}, got {self.structure_conv!r}")
         if self.structure_kernel % 2 == 0:
             raise ValueError("structure_kernel must be odd so margins are symmetric")
         if not (math.isfinite(self.texture_input_gain) and self.texture_input_gain > 0):
@@ -114,7 +121,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         structure_width=12,
         texture_widths=(16, 16, 16, 8),
     ),
-    # Tests: the MobileStyleGAN student shape of "tiny" (its mapping and G_S, a separable wavelet G_T).
+    # Tests: the MobileStyleGAN student shape of "tiny" (its mapping; a separable G_S and wavelet G_T).
     "tiny-mobile": GeneratorConfig(
         preset="tiny-mobile",
         global_dim=32,
@@ -126,6 +133,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         upsampler="haar",
         wavelet_output=True,
         texture_conv="separable",
+        structure_conv="separable",
     ),
     # CPU serving: at most ~5 GFLOP per 256x256 tile (bench/bench_generator.py counts it).
     "small": GeneratorConfig(
@@ -148,8 +156,9 @@ PRESETS: dict[str, GeneratorConfig] = {
         texture_widths=(64, 64, 48),
         wavelet_output=True,
     ),
-    # MobileStyleGAN student of "small": the same mapping network and G_S (copied from the teacher), a G_T of
-    # depthwise-separable modulated convs with inverse-Haar upsampling and a wavelet output (same 16 px latent cell).
+    # MobileStyleGAN student of "small": the same mapping network (copied from the teacher); G_S and G_T of
+    # depthwise-separable modulated convs (G_S: the teacher's margins and width, 24x fewer MACs: it was 0.8 of the
+    # 0.91 GFLOP per tile with the teacher's G_S), inverse-Haar upsampling and a wavelet output (same 16 px cell).
     "small-mobile": GeneratorConfig(
         preset="small-mobile",
         global_dim=128,
@@ -161,6 +170,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         upsampler="haar",
         wavelet_output=True,
         texture_conv="separable",
+        structure_conv="separable",
     ),
     # GPU training.
     "base": GeneratorConfig(

@@ -1,11 +1,14 @@
 """MobileStyleGAN distillation (Belousov 2021): a student generator learns to render what its teacher renders.
 
-The student (e.g. preset "small-mobile") keeps the teacher's mapping network and structure synthesizer G_S, copied
-and frozen, so both see exactly the same z_g, w, z_l, coordinates and z_S for a window; only the student's texture
-synthesizer G_T (depthwise-separable modulated convs, inverse-Haar upsampling, a wavelet output) is trained. Losses
-compare the student's output with the teacher's on the world pixels both cover: L1 over an image pyramid (pixel
-space, 3 scales), L1 over the Haar bands (wavelet space), and a non-saturating adversarial term from a wavelet
-discriminator that sees teacher renders as real (no downloaded perceptual network).
+The student (e.g. preset "small-mobile") keeps the teacher's mapping network, copied and frozen, so both see exactly
+the same z_g, w, z_l and coordinates for a window. A student whose structure synthesizer G_S has the teacher's
+architecture copies it too (and so reads the same z_S); one with a depthwise-separable G_S (structure_conv) learns
+it: first alone (`structure_warmup` steps regressing the teacher's z_S, divided by its RMS, at L1), then jointly
+with G_T under the same L1 term. The texture synthesizer G_T (depthwise-separable modulated convs, inverse-Haar
+upsampling, a wavelet output) is always trained. Image losses compare the student's output with the teacher's on
+the world pixels both cover: L1 over an image pyramid (pixel space, 3 scales), L1 over the Haar bands (wavelet
+space), and a non-saturating adversarial term from a wavelet discriminator that sees teacher renders as real (no
+downloaded perceptual network).
 
 The two generators' pixel grids may sit half a pixel apart (the inverse Haar transform centres its pixels between
 the teacher's): `align` resamples the teacher's render onto the student's pixel positions (a 2x2 mean for a half
@@ -31,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from infinitygan.checkpoint import LoadedGenerator, read_checkpoint_tensors, save_generator
-from infinitygan.config import preset_config
+from infinitygan.checkpoint import LoadedGenerator, load_generator, read_checkpoint_tensors, save_generator
+from infinitygan.config import GeneratorConfig, preset_config
 from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.sampling import sample_coords, sample_local
@@ -41,7 +44,13 @@ from infinitygan.world import World, WorldSpec, noise_images
 
 STATE_DIR = "state"
 STUDENT_FILE = "student.safetensors"
-SHARED_PREFIXES = ("mapping.", "structure.")
+SHARED_PREFIXES = ("mapping.", "structure.")  # what a student may copy from its teacher
+
+
+def shared_prefixes(student: Generator) -> tuple[str, ...]:
+    """The parts a student copies from its teacher and keeps frozen: the mapping network, and G_S unless the
+    student's G_S is separable (then it learns its own)."""
+    return ("mapping.",) if student.config.structure_conv == "separable" else SHARED_PREFIXES
 
 
 class DistillError(Exception):
@@ -60,29 +69,44 @@ class DistillConfig:
     psi_range: tuple[float, float] = (0.6, 1.0)  # truncation sampled per batch: the student serves psi < 1 worlds
     seed: int = 0
     init_from: str | None = None  # a student checkpoint whose G_T starts this run (re-distilling for a new teacher)
+    structure_weight: float = 1.0  # L1 between the student's z_S and the teacher's / its RMS (a student's own G_S)
+    structure_warmup: int = 1000  # first steps: an own G_S learns the teacher's z_S alone (G_T, D untouched)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
-def build_student(teacher: Generator, preset: str, *, init_seed: int = 0) -> Generator:
-    """A student of `preset` with the teacher's mapping network and G_S copied in and frozen.
+def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_seed: int = 0) -> Generator:
+    """A student of `preset` with the teacher's mapping network (and G_S, unless the student's is separable) copied
+    in and frozen. A copied G_S outputs the teacher's z_S, which the student's G_T reads at unit scale
+    (texture_input_gain 1 / RMS); an own G_S is trained to output that unit-scale z_S directly (gain 1).
 
-    Raises DistillError unless both share the latent cell size and the mapping/G_S shapes."""
-    config = preset_config(preset)
+    Raises DistillError unless both share the latent cell size and the shapes of what is copied (and, for an own
+    G_S, the z_S width it regresses)."""
+    config = preset if isinstance(preset, GeneratorConfig) else preset_config(preset)
     if config.cell_px != teacher.config.cell_px:
         raise DistillError(f"student cell {config.cell_px} px != teacher cell {teacher.config.cell_px} px")
-    config = dataclasses.replace(config, texture_input_gain=1.0 / structure_rms(teacher))
+    own_structure = config.structure_conv == "separable"
+    if own_structure and config.structure_width != teacher.config.structure_width:
+        raise DistillError(
+            f"the student's G_S regresses the teacher's z_S: width {config.structure_width} != "
+            f"{teacher.config.structure_width}"
+        )
+    gain = 1.0 if own_structure else 1.0 / structure_rms(teacher)
+    config = dataclasses.replace(config, texture_input_gain=gain)
     torch.manual_seed(init_seed)
     student = Generator(config)
-    shared = {k: v for k, v in teacher.state_dict().items() if k.startswith(SHARED_PREFIXES)}
+    prefixes = shared_prefixes(student)
+    shared = {k: v for k, v in teacher.state_dict().items() if k.startswith(prefixes)}
     own = student.state_dict()
     mismatched = [k for k, v in shared.items() if k not in own or own[k].shape != v.shape]
     if mismatched:
-        raise DistillError(f"the student's mapping/G_S do not match the teacher's: {mismatched[:3]}")
+        raise DistillError(
+            f"the student's {'/'.join(p[:-1] for p in prefixes)} do not match the teacher's: {mismatched[:3]}"
+        )
     student.load_state_dict(shared, strict=False)
     for name, parameter in student.named_parameters():
-        parameter.requires_grad_(not name.startswith(SHARED_PREFIXES))
+        parameter.requires_grad_(not name.startswith(prefixes))
     return student
 
 
@@ -100,17 +124,16 @@ def structure_rms(teacher: Generator, cells: int = 12, batch: int = 8) -> float:
 
 
 def warm_start_student(student: Generator, checkpoint: Path) -> int:
-    """Copy another student's G_T tensors (same name and shape) into `student`, leaving the mapping network and G_S
-    (the teacher's) alone; returns how many were copied. Raises DistillError unless every G_T tensor matches (another
-    preset), CheckpointError for an unreadable file."""
+    """Copy another student's trained tensors (same name and shape) into `student`, leaving what it copies from the
+    teacher alone: its G_T, and its G_S where both have a separable one; returns how many were copied. Raises
+    DistillError unless every G_T tensor matches (another preset), CheckpointError for an unreadable file."""
     source = read_checkpoint_tensors(checkpoint)
     own = student.state_dict()
-    copied = {
-        k: v for k, v in source.items() if not k.startswith(SHARED_PREFIXES) and k in own and own[k].shape == v.shape
-    }
-    trainable = [k for k in own if not k.startswith(SHARED_PREFIXES)]
-    if len(copied) < len(trainable):
-        missing = sorted(set(trainable) - set(copied))
+    prefixes = shared_prefixes(student)
+    copied = {k: v for k, v in source.items() if not k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+    texture = [k for k in own if k.startswith("texture.")]
+    missing = sorted(set(texture) - set(copied))
+    if missing:
         raise DistillError(f"{checkpoint} is not a student of this preset: {len(missing)} differ, e.g. {missing[:3]}")
     student.load_state_dict(copied, strict=False)
     return len(copied)
@@ -163,6 +186,9 @@ class Distiller:
         self.teacher = teacher.generator.eval().requires_grad_(False)
         self.config = config
         self.student = student if student is not None else build_student(self.teacher, config.student_preset)
+        self.own_structure = "structure." not in shared_prefixes(self.student)
+        # An own G_S regresses the teacher's z_S at unit scale (what a copied G_S feeds G_T through its input gain).
+        self.structure_scale = 1.0 / structure_rms(self.teacher) if self.own_structure else 1.0
         self.shift = pixel_shift(self.teacher, self.student)
         probe = self._render_pair(self._inputs(torch.Generator().manual_seed(0), 1), 1.0)[0]
         self.patch = probe.shape[-1]
@@ -195,13 +221,30 @@ class Distiller:
         z_global = torch.randn(batch, self.teacher.config.global_dim, generator=rng)
         return WindowInputs(local, coords, teacher_noises), WindowInputs(local, coords, student_noises), z_global
 
-    def _render_pair(self, inputs, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _render_pair(self, inputs, psi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(teacher image, student image) on the pixels both cover, and the L1 between the student's z_S and the
+        teacher's at unit scale (0 for a student that copies G_S)."""
         teacher_inputs, student_inputs, z_global = inputs
         with torch.no_grad():
-            target = self.teacher(teacher_inputs, z_global * psi, self.teacher.texture_styles(z_global, psi=psi))
+            target, target_z = self.teacher.synthesize(
+                teacher_inputs, z_global * psi, self.teacher.texture_styles(z_global, psi=psi)
+            )
             student_styles = self.student.texture_styles(z_global, psi=psi)  # the same w: mapping is shared
-        image = self.student(student_inputs, z_global * psi, student_styles)
-        return align(target, image, self.shift)
+        image, z_s = self.student.synthesize(student_inputs, z_global * psi, student_styles)
+        structure = (z_s - target_z * self.structure_scale).abs().mean() if self.own_structure else z_s.new_zeros(())
+        return (*align(target, image, self.shift), structure)
+
+    def _structure_step(self, inputs, psi: float) -> dict[str, float]:
+        """A warm-up step of an own G_S: the teacher's z_S alone (G_T and D are not run)."""
+        teacher_inputs, student_inputs, z_global = inputs
+        with torch.no_grad():
+            target = self.teacher.structure(teacher_inputs.local_latents, teacher_inputs.coords, z_global * psi)
+        z_s = self.student.structure(student_inputs.local_latents, student_inputs.coords, z_global * psi)
+        structure = (z_s - target * self.structure_scale).abs().mean()
+        self.g_opt.zero_grad(set_to_none=True)
+        (self.config.structure_weight * structure).backward()
+        self.g_opt.step()
+        return {"structure": float(structure.detach()), "psi": psi}
 
     # ---- one step --------------------------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -209,7 +252,14 @@ class Distiller:
         config = self.config
         low, high = config.psi_range
         psi = low + (high - low) * float(torch.rand((), generator=self.rng))
-        target, image = self._render_pair(self._inputs(self.rng, config.batch), psi)
+        inputs = self._inputs(self.rng, config.batch)
+        if self.own_structure and self.step_count < config.structure_warmup:
+            losses = self._structure_step(inputs, psi)
+            self.step_count += 1
+            self.seconds += time.perf_counter() - started
+            self.last = losses
+            return losses
+        target, image, structure = self._render_pair(inputs, psi)
 
         losses: dict[str, float] = {}
         if config.adversarial_weight > 0:
@@ -224,6 +274,9 @@ class Distiller:
         pixel = pyramid_l1(image, target)
         wavelet = wavelet_l1(image, target)
         loss = config.pyramid_weight * pixel + config.wavelet_weight * wavelet
+        if self.own_structure:
+            loss = loss + config.structure_weight * structure
+            losses["structure"] = float(structure.detach())
         if config.adversarial_weight > 0:
             self.discriminator.requires_grad_(False)
             adversarial = F.softplus(-self.discriminator(image)[0]).mean()
@@ -290,7 +343,9 @@ class Distiller:
         raw = json.loads(header["config"])
         raw["psi_range"] = tuple(raw["psi_range"])
         config = DistillConfig(**raw)
-        run = cls(teacher, config, build_student(teacher.generator, config.student_preset))  # weights: from the state
+        # The architecture the run was started with (a preset may have changed since); weights: from the state.
+        student_config = load_generator(out / STUDENT_FILE).generator.config
+        run = cls(teacher, config, build_student(teacher.generator, student_config))
         tensors = load_file(str(path))
         run.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student.")})
         run.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})

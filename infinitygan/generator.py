@@ -50,9 +50,10 @@ class StructureSynthesizer(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         channels = [config.local_dim] + [config.structure_width] * config.structure_blocks
+        conv_type = SeparableModulatedConv2d if config.structure_conv == "separable" else ModulatedConv2d
         self.blocks = nn.ModuleList(
             StyledLayer(
-                ModulatedConv2d(channels[i] + 3, channels[i + 1], config.structure_kernel, config.global_dim),
+                conv_type(channels[i] + 3, channels[i + 1], config.structure_kernel, config.global_dim),
                 channels[i + 1],
                 use_noise=False,
             )

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 
 from infinitygan import World, WorldSpec, build_generator, load_generator, render_region
 from infinitygan.checkpoint import LoadedGenerator, save_generator
+from infinitygan.config import preset_config
 from infinitygan.distill import DistillConfig, Distiller, DistillError, build_student, distill
 from infinitygan.layers import SeparableModulatedConv2d
 from tests.model_fixtures import lively_tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = DistillConfig(student_preset="tiny-mobile", batch=2, cells=10, lr=5e-3, seed=3)
+TINY = DistillConfig(student_preset="tiny-mobile", batch=2, cells=10, lr=5e-3, seed=3, structure_warmup=2)
+# The first students' form: the teacher's G_S copied and frozen (still loads and resumes).
+SHARED_GS = dataclasses.replace(preset_config("tiny-mobile"), structure_conv="full")
 
 
 def test_separable_conv_folds_its_demodulation_into_the_pointwise_weights_and_keeps_the_margin():
@@ -44,16 +47,38 @@ def test_separable_conv_folds_its_demodulation_into_the_pointwise_weights_and_ke
     assert torch.allclose(conv.style_scale(style).pow(2).mean(dim=1), torch.ones(2, 1, 1), atol=1e-4)
 
 
-def test_the_student_keeps_the_teachers_mapping_and_structure_and_trains_only_its_texture():
+@pytest.mark.parametrize(
+    ("preset", "copied"), [("tiny-mobile", ("mapping.",)), (SHARED_GS, ("mapping.", "structure."))]
+)
+def test_the_student_copies_the_teachers_mapping_and_a_g_s_of_its_form_and_trains_the_rest(preset, copied):
     teacher = lively_tiny_generator()
-    student = build_student(teacher, "tiny-mobile")
+    student = build_student(teacher, preset)
     for name, tensor in teacher.state_dict().items():
-        if name.startswith(("mapping.", "structure.")):
+        if name.startswith(copied):
             assert torch.equal(student.state_dict()[name], tensor), name
     trainable = {name for name, p in student.named_parameters() if p.requires_grad}
-    assert trainable and all(name.startswith("texture.") for name in trainable)
+    assert any(name.startswith("texture.") for name in trainable)
+    assert all(not name.startswith(copied) for name in trainable)
+    assert any(name.startswith("structure.") for name in trainable) == ("structure." not in copied)
+    with pytest.raises(DistillError, match="do not match|regresses"):
+        build_student(teacher, "small-mobile")  # the same cell size, but another mapping network and z_S width
     with pytest.raises(DistillError, match="do not match"):
-        build_student(teacher, "small-mobile")  # the same cell size, but another mapping network and G_S
+        build_student(teacher, dataclasses.replace(preset_config("small-mobile"), structure_width=12))
+
+
+def test_a_separable_g_s_keeps_the_margins_and_costs_far_fewer_macs():
+    full, separable = build_generator("small"), build_generator("small-mobile")
+    assert separable.config.structure_conv == "separable"
+    assert separable.geometry.structure_margin == full.geometry.structure_margin
+    local = torch.randn(1, 32, 32, 32)  # 4 blocks of valid 7x7 convs: 3 cells off each side per block
+    coords = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        z_full = full.structure(local, coords, torch.randn(1, 128))
+        z_separable = separable.structure(local, coords, torch.randn(1, 128))
+    assert z_full.shape == z_separable.shape == (1, 48, 8, 8)
+    full_params = sum(p.numel() for p in full.structure.parameters())
+    separable_params = sum(p.numel() for p in separable.structure.parameters())
+    assert separable_params * 5 < full_params
 
 
 def test_a_student_world_is_seamless_and_reproducible():
@@ -96,7 +121,7 @@ def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
     config = dataclasses.replace(TINY, init_from=str(tmp_path / "old" / "student.safetensors"))
     run = distill(new_teacher, tmp_path / "new", config, max_steps=0, log=lambda _: None)
     for name, tensor in run.student.state_dict().items():
-        source = new_teacher.generator if name.startswith(("mapping", "structure")) else old.student
+        source = new_teacher.generator if name.startswith("mapping") else old.student  # G_S and G_T: the student's
         assert torch.equal(tensor, source.state_dict()[name]), name
     # Resuming that run takes its own state, not the warm start again (which may be gone by then).
     (tmp_path / "old" / "student.safetensors").unlink()
@@ -111,16 +136,18 @@ def test_distillation_brings_the_student_closer_to_its_teacher():
     probe = torch.Generator().manual_seed(123)
     inputs = run._inputs(probe, 4)
 
-    def distance() -> float:
+    def distance() -> tuple[float, float]:
         with torch.no_grad():
-            target, image = run._render_pair(inputs, 0.8)
-            return float((target - image).abs().mean())
+            target, image, structure = run._render_pair(inputs, 0.8)
+            return float((target - image).abs().mean()), float(structure)
 
-    before = distance()
+    before, structure_before = distance()
     for _ in range(40):
-        run.step()
-    after = distance()
+        losses = run.step()
+    after, structure_after = distance()
     assert after < 0.7 * before, (before, after)
+    assert structure_after < 0.85 * structure_before, (structure_before, structure_after)
+    assert {"pixel", "wavelet", "structure"} <= set(losses)  # past the warm-up: the joint step
 
 
 def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_path: Path):
@@ -139,9 +166,10 @@ def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_pat
     assert render_region(World(student.generator, WorldSpec(seed=1)), 0, 0, 64, 64).shape == (64, 64, 3)
 
 
-def test_the_student_reads_the_teachers_structure_at_unit_scale():
+def test_the_student_reads_the_teachers_structure_at_unit_scale(tmp_path: Path):
     """A long-trained G_S drifts to large activations (RMS 140 for the 28k-step teacher); a fresh student would
-    start with outputs that large. The student takes 1 / RMS(z_S) as its G_T input gain, stored in its config."""
+    start with outputs that large. A student copying G_S takes 1 / RMS(z_S) as its G_T input gain, stored in its
+    config; one with its own G_S learns the teacher's z_S divided by that RMS, and takes gain 1."""
     from infinitygan.distill import structure_rms
 
     teacher = lively_tiny_generator()
@@ -151,8 +179,16 @@ def test_the_student_reads_the_teachers_structure_at_unit_scale():
                 parameter.add_(50.0)  # z_S far from unit scale
     rms = structure_rms(teacher)
     assert rms > 10
-    student = build_student(teacher, "tiny-mobile")
+    student = build_student(teacher, SHARED_GS)
     assert student.config.texture_input_gain == pytest.approx(1.0 / rms)
     saved = load_generator(save_generator(student, Path(tempfile.mkdtemp()) / "s.safetensors"))
     assert saved.generator.config.texture_input_gain == student.config.texture_input_gain
     assert build_generator("tiny").config.texture_input_gain == 1.0  # teachers are untouched
+    run = Distiller(LoadedGenerator.in_memory(teacher), TINY)
+    assert run.student.config.texture_input_gain == 1.0 and run.structure_scale == pytest.approx(1.0 / rms)
+    # A run started with a shared G_S resumes as one, though the preset has a separable G_S now.
+    shared = Distiller(LoadedGenerator.in_memory(teacher), TINY, build_student(teacher, SHARED_GS))
+    shared.step()
+    shared.save(tmp_path / "shared")
+    resumed = Distiller.resume(tmp_path / "shared", LoadedGenerator.in_memory(teacher))
+    assert resumed.student.config.structure_conv == "full" and resumed.step_count == 1 and not resumed.own_structure
