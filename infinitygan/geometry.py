@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 from infinitygan.config import GeneratorConfig
 
@@ -81,11 +82,18 @@ class Geometry:
 
     def layer_origin(self, layer: int) -> Fraction:
         """Position of a G_T layer's element 0 relative to cell_px * j0 (independent of the window size)."""
-        n = self.min_cells()
-        size = self.layer_sizes(n)[layer]
-        return (self.cell_px * (n - 1) - (size - 1) * self.layer_step(layer)) / 2
+        return self._layer_origins[layer]
 
-    @property
+    @cached_property
+    def _layer_origins(self) -> tuple[Fraction, ...]:
+        # Exact rational arithmetic, once per geometry: every rendered window asks for these (~100 times).
+        n = self.min_cells()
+        sizes = self.layer_sizes(n)
+        return tuple(
+            (self.cell_px * (n - 1) - (size - 1) * self.layer_step(layer)) / 2 for layer, size in enumerate(sizes)
+        )
+
+    @cached_property
     def output_origin(self) -> Fraction:
         last = 2 * self.stages - 1
         if self.wavelet_output:
@@ -93,12 +101,12 @@ class Geometry:
             return self.layer_origin(last) - self.layer_step(last) / 4
         return self.layer_origin(last)
 
-    @property
+    @cached_property
     def pixel_offset(self) -> int:
         """Output pixel i of a window starting at z_S cell j0 is world pixel cell_px * j0 + pixel_offset + i."""
         return math.floor(self.output_origin)
 
-    @property
+    @cached_property
     def center_frac(self) -> float:
         return float(self.output_origin - self.pixel_offset)
 

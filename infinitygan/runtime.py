@@ -141,6 +141,9 @@ class ChunkSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        # No busy-waiting after a run: ORT's idle workers would otherwise spin on the cores the next chunk's torch
+        # work (latents, noise, uint8) needs; measured 20.4 instead of ~23 ms per student chunk at 2 threads.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = model if isinstance(model, bytes) else str(model)
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         used = {node.name for node in self.session.get_inputs()}

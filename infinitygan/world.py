@@ -106,7 +106,7 @@ class World:
         m = geometry.structure_margin
         lrow0, lcol0 = row0 - m, col0 - m
         lrows, lcols = geometry.local_cells(rows), geometry.local_cells(cols)
-        row_px = np.array([geometry.cell_center_px(r) for r in range(lrow0, lrow0 + lrows)])
+        row_px = geometry.cell_px * np.arange(lrow0, lrow0 + lrows, dtype=np.int64) - geometry.center_frac
         col_cells = np.mod(np.arange(lcol0, lcol0 + lcols, dtype=np.int64), config.coord_period_cells)
         noises = noise_images(geometry, self.spec.seed, row0, col0, rows, cols)
         local = self.local_latents(lrow0, lcol0, lrows, lcols)
