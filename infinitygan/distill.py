@@ -78,7 +78,7 @@ class DistillConfig:
 
 def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_seed: int = 0) -> Generator:
     """A student of `preset` with the teacher's mapping network (and G_S, unless the student's is separable) copied
-    in and frozen. A copied G_S outputs the teacher's z_S, which the student's G_T reads at unit scale
+    in and frozen, and the teacher's noise-free stages. A copied G_S outputs the teacher's z_S, which the student's G_T reads at unit scale
     (texture_input_gain 1 / RMS); an own G_S is trained to output that unit-scale z_S directly (gain 1).
 
     Raises DistillError unless both share the latent cell size and the shapes of what is copied (and, for an own
@@ -93,7 +93,10 @@ def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_see
             f"{teacher.config.structure_width}"
         )
     gain = 1.0 if own_structure else 1.0 / structure_rms(teacher)
-    config = dataclasses.replace(config, texture_input_gain=gain)
+    # Stage k of either G_T works at the same step (cell_px / 2^(k+1)), so the student leaves out the noise the
+    # teacher leaves out: it could only add texture the teacher does not draw.
+    noise_free = min(teacher.config.noise_free_stages, config.stages)
+    config = dataclasses.replace(config, texture_input_gain=gain, noise_free_stages=noise_free)
     torch.manual_seed(init_seed)
     student = Generator(config)
     prefixes = shared_prefixes(student)

@@ -60,6 +60,9 @@ def test_the_student_copies_the_teachers_mapping_and_a_g_s_of_its_form_and_train
     assert any(name.startswith("texture.") for name in trainable)
     assert all(not name.startswith(copied) for name in trainable)
     assert any(name.startswith("structure.") for name in trainable) == ("structure." not in copied)
+    assert student.config.noise_free_stages == 0
+    quiet_teacher = build_generator(dataclasses.replace(teacher.config, noise_free_stages=1))
+    assert build_student(quiet_teacher, preset).config.noise_free_stages == 1  # no noise where the teacher has none
     with pytest.raises(DistillError, match="do not match|regresses"):
         build_student(teacher, "small-mobile")  # the same cell size, but another mapping network and z_S width
     with pytest.raises(DistillError, match="do not match"):
