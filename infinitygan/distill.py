@@ -22,9 +22,12 @@ folder resumes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -78,8 +81,9 @@ class DistillConfig:
 
 def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_seed: int = 0) -> Generator:
     """A student of `preset` with the teacher's mapping network (and G_S, unless the student's is separable) copied
-    in and frozen, and the teacher's noise-free stages. A copied G_S outputs the teacher's z_S, which the student's G_T reads at unit scale
-    (texture_input_gain 1 / RMS); an own G_S is trained to output that unit-scale z_S directly (gain 1).
+    in and frozen, and the teacher's noise-free stages. A copied G_S outputs the teacher's z_S, which the student's
+    G_T reads at unit scale (texture_input_gain 1 / RMS); an own G_S is trained to output that unit-scale z_S
+    directly (gain 1).
 
     Raises DistillError unless both share the latent cell size and the shapes of what is copied (and, for an own
     G_S, the z_S width it regresses)."""
@@ -375,9 +379,12 @@ def distill(
     max_steps: int | None = None,
     max_minutes: float | None = None,
     save_every: int = 200,
-    log=print,
+    log=None,
 ) -> Distiller:
-    """Run (or resume, when `out` holds a run) until max_steps in total or max_minutes in this call."""
+    """Run (or resume, when `out` holds a run) until max_steps in total, max_minutes in this call, or SIGTERM/SIGINT
+    (in the main thread: the step under way finishes and the run is saved, so nothing is lost). log: a callable
+    taking each progress line (default: print, flushed)."""
+    log = log or functools.partial(print, flush=True)
     out = Path(out)
     if (out / STATE_DIR / "tensors.safetensors").exists():
         run = Distiller.resume(out, teacher)
@@ -390,10 +397,24 @@ def distill(
             log(f"warm start: {copied} G_T tensors from {config.init_from}")
         run = Distiller(teacher, config, student)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
-    while (max_steps is None or run.step_count < max_steps) and (deadline is None or time.monotonic() < deadline):
-        losses = run.step()
-        if run.step_count % save_every == 0:
-            run.save(out)
-            log(f"step {run.step_count}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))
-    run.save(out)
+    stop = threading.Event()
+    handled = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
+    log(f"distilling into {out} from step {run.step_count}")
+    try:
+        while (
+            (max_steps is None or run.step_count < max_steps)
+            and (deadline is None or time.monotonic() < deadline)
+            and not stop.is_set()
+        ):
+            losses = run.step()
+            if run.step_count % save_every == 0:
+                run.save(out)
+                log(f"step {run.step_count}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(losses.items())))
+        run.save(out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set():
+        log(f"stopped by a signal at step {run.step_count}; saved")
     return run

@@ -4,9 +4,11 @@ learns)."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,27 @@ def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_pat
     student = load_generator(tmp_path / "run" / "student.safetensors")
     assert student.generator.config.texture_conv == "separable"
     assert render_region(World(student.generator, WorldSpec(seed=1)), 0, 0, 64, 64).shape == (64, 64, 3)
+
+
+def test_sigterm_stops_a_distillation_with_its_state_saved(tmp_path: Path):
+    teacher = save_generator(lively_tiny_generator(), tmp_path / "teacher.safetensors")
+    command = [
+        sys.executable, "-m", "infinitygan", "distill", "--teacher", str(teacher), "--out", str(tmp_path / "run"),
+        "--preset", "tiny-mobile", "--max-minutes", "10", "--batch", "1", "--cells", "10", "--save-every", "100000",
+        "--structure-warmup", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "distilling into" in process.stdout.readline()
+        time.sleep(3.0)  # some steps, none of them saved (--save-every is far away)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "stopped by a signal" in out and "Traceback" not in err
+    resumed = Distiller.resume(tmp_path / "run", load_generator(teacher))
+    assert resumed.step_count >= 1
 
 
 def test_the_student_reads_the_teachers_structure_at_unit_scale(tmp_path: Path):
