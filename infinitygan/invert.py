@@ -57,6 +57,10 @@ class InversionConfig:
 
 
 QUALITY = {"fast": InversionConfig(steps=40), "best": InversionConfig(steps=300)}
+# What an outpainting returns besides its inputs and configuration: bump it with any change to the fit's code, so a
+# stored job of the old algorithm is not returned for a new submission (tiles.jobs.job_id_for hashes it).
+# 2: noise fitted freely, handed over to the world's by noise_ramps.
+INVERSION_VERSION = 2
 # The horizon estimate (estimate_horizon): a sky/ground split searched over this band of the photo's height, kept
 # only when its contrast reaches HORIZON_MIN_CONTRAST (else the photo is centred). Chosen on the 14 training photos
 # of the recipe against their recorded horizons (mean error 0.08 of the height on all 16, median 0.02; always

@@ -27,6 +27,7 @@ error is stored as a traceback. Working around all five would leave more code th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from infinitygan.biomes import Biomes
+from infinitygan.invert import INVERSION_VERSION, QUALITY
 from tiles.anchors import anchor_key
 from tiles.errors import UnknownJob, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
@@ -117,14 +119,19 @@ def lease_key(job_id: str) -> str:
 
 
 def job_id_for(image: bytes, request: JobRequest, model_hash: str) -> str:
-    """Content address: the same photo and parameters under the same model are the same job (and world)."""
+    """Content address: the same photo and parameters under the same model and inversion (its version and its
+    quality's configuration) are the same job (and world)."""
     digest = hashlib.sha256(image)
     r = request
     horizon = "auto" if r.horizon is None else repr(float(r.horizon))
     reach = "unbounded" if r.reach is None else str(r.reach)
-    digest.update(f"/{r.seed}/{float(r.psi)!r}/{r.quality}/{r.steps}/reach={reach}/horizon={horizon}/{model_hash}".encode())
-    if r.biomes is not None:  # (after the model hash, so the ids of jobs without biomes stay what they were)
+    digest.update(
+        f"/{r.seed}/{float(r.psi)!r}/{r.quality}/{r.steps}/reach={reach}/horizon={horizon}/{model_hash}".encode()
+    )
+    if r.biomes is not None:
         digest.update(("/biomes/" + json.dumps(r.biomes.describe(), sort_keys=True)).encode())
+    inversion = json.dumps(dataclasses.asdict(QUALITY[r.quality]), sort_keys=True)
+    digest.update(f"/inversion/{INVERSION_VERSION}/{inversion}".encode())
     return digest.hexdigest()[:16]
 
 

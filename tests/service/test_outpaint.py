@@ -175,3 +175,20 @@ def test_a_photo_can_sit_in_a_biome_world(client: httpx.Client, tiny_generator) 
         refused = submit(client, photo_bytes, seed=7, **fields)
         assert refused.status_code == 422, fields
     assert "reach" in submit(client, photo_bytes, biomes=json.dumps(biomes)).json()["detail"][0]["msg"]
+
+
+def test_job_ids_change_with_the_inversion_algorithm_and_its_configuration(monkeypatch) -> None:
+    """A stored job of an older fit is not returned for a new submission of the same photo."""
+    import dataclasses
+
+    from tiles import jobs
+
+    request = jobs.JobRequest(seed=1, psi=0.8, quality="fast", steps=40)
+    before = jobs.job_id_for(b"photo", request, "0123456789abcdef")
+    assert jobs.job_id_for(b"photo", request, "0123456789abcdef") == before  # a content address: stable
+    monkeypatch.setattr(jobs, "INVERSION_VERSION", jobs.INVERSION_VERSION + 1)
+    assert jobs.job_id_for(b"photo", request, "0123456789abcdef") != before
+    monkeypatch.undo()
+    changed = {**jobs.QUALITY, "fast": dataclasses.replace(jobs.QUALITY["fast"], noise_ramp_px=16)}
+    monkeypatch.setattr(jobs, "QUALITY", changed)
+    assert jobs.job_id_for(b"photo", request, "0123456789abcdef") != before
