@@ -444,6 +444,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     config = DistillConfig(
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
         init_from=args.init_from, structure_warmup=args.structure_warmup,
+        adversarial_weight=args.adversarial_weight,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -476,6 +477,12 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=DistillConfig.adversarial_weight,
+        help="weight of the non-saturating GAN term against the L1 terms (default %(default)s; 0 turns D off)",
+    )
+    p.add_argument(
         "--structure-warmup",
         type=_int,
         default=DistillConfig.structure_warmup,
@@ -485,7 +492,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from",
         default=None,
-        help="start G_T from this student checkpoint (a new run only; e.g. re-distilling for a retrained teacher)",
+        help="start G_T (and a separable G_S) from this student checkpoint (a new run only; e.g. re-distilling for a "
+        "retrained teacher)",
     )
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
     p.set_defaults(handler=_cmd_distill)

@@ -75,6 +75,13 @@ class DistillConfig:
     structure_weight: float = 1.0  # L1 between the student's z_S and the teacher's / its RMS (a student's own G_S)
     structure_warmup: int = 1000  # first steps: an own G_S learns the teacher's z_S alone (G_T, D untouched)
 
+    def __post_init__(self) -> None:
+        weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
+        if min(weights) < 0 or self.structure_warmup < 0:
+            raise ValueError("distillation loss weights and structure_warmup must be >= 0")
+        if self.batch < 1 or self.lr <= 0:
+            raise ValueError(f"batch must be >= 1 and lr > 0, got {self.batch} and {self.lr}")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

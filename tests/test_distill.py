@@ -161,6 +161,10 @@ def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_pat
     refused = subprocess.run(base, cwd=REPO, capture_output=True, text=True)
     assert refused.returncode != 0 and "--max-steps or --max-minutes" in refused.stderr
     assert "Traceback" not in refused.stderr
+    negative = subprocess.run(
+        [*base, "--max-steps", "1", "--adversarial-weight", "-1"], cwd=REPO, capture_output=True, text=True
+    )
+    assert negative.returncode != 0 and "must be >= 0" in negative.stderr and "Traceback" not in negative.stderr
     done = subprocess.run(
         [*base, "--preset", "tiny-mobile", "--max-steps", "2", "--batch", "1", "--cells", "10"],
         cwd=REPO, capture_output=True, text=True,
