@@ -401,7 +401,7 @@ def distill(
         student = build_student(teacher.generator, config.student_preset)
         if config.init_from is not None:
             copied = warm_start_student(student, Path(config.init_from))
-            log(f"warm start: {copied} G_T tensors from {config.init_from}")
+            log(f"warm start: {copied} student tensors (G_T, and G_S if both are separable) from {config.init_from}")
         run = Distiller(teacher, config, student)
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     stop = threading.Event()
