@@ -14,10 +14,12 @@ import torch
 from infinitygan import load_generator
 from infinitygan.runtime import (
     RUNTIME_TOLERANCE,
+    SIGNATURE_KEY,
     ChunkGraph,
     ChunkSession,
     chunk_arguments,
     export_chunk_graph,
+    input_names,
 )
 from infinitygan.world import World, WorldSpec, render_region, to_uint8
 
@@ -38,7 +40,11 @@ def test_export_is_a_checked_onnx_protobuf(exported, student):
     model = onnx.load(str(exported))
     onnx.checker.check_model(model)
     assert [node.name for node in model.graph.input][:4] == ["local", "coords", "structure_style", "texture_styles"]
-    assert len(model.graph.input) == 4 + 2 * len(student.texture.stages)
+    # Every noise input a layer reads; the signature in the metadata lists them all (ChunkSession feeds by it).
+    noisy = len(student.texture.stages) - student.config.noise_free_stages
+    assert len(model.graph.input) == 4 + 2 * noisy
+    signature = {prop.key: prop.value for prop in model.metadata_props}[SIGNATURE_KEY].split(",")
+    assert signature == input_names(student) and len(signature) == 4 + 2 * len(student.texture.stages)
     assert not list(exported.parent.glob("*.part"))  # the atomic write left nothing behind
 
 
