@@ -19,7 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOADED = "window.tileStats ? window.tileStats.loaded : 0"
 
 
-def wait_until_tiles_settle(browser: Chromium, at_least: int, timeout_s: float = 90.0) -> int:
+def wait_until_tiles_settle(browser: Chromium, at_least: int, timeout_s: float = 180.0) -> int:
     """Wait for `at_least` loaded tiles and no tile still loading; returns the loaded count."""
     browser.wait_for(f"({LOADED}) >= {at_least}", timeout_s)
     browser.wait_for("document.querySelectorAll('.leaflet-tile:not(.leaflet-tile-loaded)').length === 0", timeout_s)
