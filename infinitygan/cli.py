@@ -298,6 +298,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             precision=args.precision,
             init_from=args.init_from,
             noise_free_stages=args.noise_free_stages,
+            structure_gain_weight=args.structure_gain_weight,
             lr_steps=tuple(args.lr_step),
             **runtime,
         )
@@ -349,6 +350,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=defaults.noise_free_stages,
         help="G_T's first this many stages inject no noise (a new run; default %(default)s: the coarsest stage's "
         "noise drew white blotches)",
+    )
+    p.add_argument(
+        "--structure-gain-weight",
+        type=float,
+        default=defaults.structure_gain_weight,
+        help="penalise G_T's gain with respect to z_S (a new run; default %(default)s: off): a low-gain teacher is "
+        "one whose G_S a distilled student can learn",
     )
     p.add_argument(
         "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"

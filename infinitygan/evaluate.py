@@ -17,6 +17,9 @@
   one cell either side of them (same phase of the latent grid, same neighbourhood), on stitched render_region output
   (the horizon row, a chunk boundary with real content on it, is left out). ~1.0 = seamless.
 - diversity: mean absolute pixel difference (in [0, 1]) between renders of the same region for different seeds.
+- zs_gain: G_T's gain with respect to z_S (losses.structure_gain) over training-size windows around the horizon at
+  the served psi: by how many % of its RMS the image moves for a 1% isotropic change of z_S. What a distilled
+  student's own G_S must beat: its relative z_S error times this gain is its image error before G_T's own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from PIL import Image
 from infinitygan.anchor import Anchor
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator
+from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
 
@@ -222,6 +226,27 @@ def fake_patches(
     return torch.cat(out)
 
 
+@torch.no_grad()
+def structure_gain_probe(
+    generator: Generator, cells: int, *, psi: float, seed: int = 0, windows: int = 16, batch: int = 8
+) -> float:
+    """Mean losses.structure_gain of G_T over `windows` fixed windows of `cells` z_S cells whose tops lie within
+    two windows of the horizon, at truncation psi (the same probe for every model: seed fixes it)."""
+    generator.eval()
+    rng = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    span = 2 * generator.geometry.texture_size(cells)
+    gains = []
+    for start in range(0, windows, batch):
+        count = min(batch, windows - start)
+        top_px = (torch.rand(count, generator=rng) * 2 - 1) * span
+        fake = sample_fake_inputs(generator, top_px, cells, rng, device, mixing=0.0, paired=False, jitter=False)
+        styles = list(generator.texture_styles(fake.z_global, psi=psi).unbind(1))
+        images, z_s = generator.synthesize(fake.inputs, fake.z_global * psi, styles)
+        gains.append(structure_gain(generator.texture, z_s, images, styles, fake.inputs.noises, rng))
+    return float(torch.cat(gains).mean())
+
+
 def uint8_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
@@ -366,6 +391,7 @@ def evaluate(
             "scaleinv_floor_ratio": round(scaleinv["mean"] / max(scaleinv_floor["mean"], 1e-9), 3),
             "seam_score": round(float(np.mean(seams)), 4),
             "diversity": round(diversity, 4),
+            "zs_gain": round(structure_gain_probe(generator, cells, psi=options.psi, seed=options.seed), 2),
             "patch_px": patch_px,
             "patches": n,
             "scene_height": scene_height,
@@ -417,6 +443,7 @@ TABLE_COLUMNS = (
     ("scaleinv_floor_ratio", "4x xfloor"),
     ("seam_score", "seam"),
     ("diversity", "diversity"),
+    ("zs_gain", "z_S gain"),
     ("trained_iterations", "iterations"),
 )
 

@@ -171,7 +171,7 @@ def test_eval_cli_prints_one_json_object(landscape_dir, tmp_path, capsys):
     ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("swd", "swd_real_floor", "swd_scaleinv_4x", "seam_score", "diversity"):
+    for key in ("swd", "swd_real_floor", "swd_scaleinv_4x", "seam_score", "diversity", "zs_gain"):
         assert isinstance(result[key], float) and math.isfinite(result[key]), key
     assert result["scene_height"] == 128
     assert result["swd_real_floor"] < result["swd"]  # an untrained model is far from the data

@@ -17,6 +17,8 @@ from infinitygan import build_generator, save_generator
 from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_policy, translation
 from infinitygan.cli import main
 from infinitygan.discriminator import Discriminator
+from infinitygan.evaluate import structure_gain_probe
+from infinitygan.losses import structure_gain
 from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, chunk_graph_bytes
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_point, seed_run_from, train
@@ -366,3 +368,37 @@ def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscap
     assert meta["step"] == 1 and meta["train_config"]["noise_free_stages"] == 1
     assert main([*argv, "--max-iterations", "1", "--noise-free-stages", "9", "--out", str(tmp_path / "bad")]) == 2
     assert "noise_free_stages must be 0..4" in capsys.readouterr().err
+
+
+# ---- G_T's gain with respect to z_S -----------------------------------------------------------------------------
+
+
+def test_structure_gain_is_the_relative_change_per_relative_perturbation():
+    z_s = torch.randn(3, 4, 5, 5) * 7.0 + 2.0
+    styles, noises = [], []
+    for texture, expected in ((lambda z, s, n: 3.0 * z, 1.0), (lambda z, s, n: torch.ones_like(z), 0.0)):
+        images = texture(z_s, styles, noises)
+        gain = structure_gain(texture, z_s, images, styles, noises, torch.Generator().manual_seed(0))
+        assert gain.shape == (3,)
+        # A linear G_T moves the image by as many % as z_S moved (within the noise draw's RMS spread).
+        assert torch.allclose(gain, torch.full((3,), expected), atol=0.15)
+    # An image that is a small difference of large terms (the trained teacher's case) moves far more than z_S.
+    cancelling = lambda z, s, n: (z - z_s) + 0.01 * z_s  # noqa: E731
+    gain = structure_gain(cancelling, z_s, cancelling(z_s, styles, noises), styles, noises)
+    assert torch.allclose(gain, torch.full((3,), 100.0), rtol=0.15)
+
+
+def test_structure_gain_weight_adds_the_penalty_to_the_path_length_step(landscape_dir, tmp_path):
+    with pytest.raises(ValueError, match="structure_gain_weight"):
+        tiny_recipe(structure_gain_weight=-1.0)
+    assert TrainConfig.from_dict({"preset": "tiny"}).structure_gain_weight == 0.0  # older runs: off
+    plain = train(tiny_recipe(max_iterations=2), landscape_dir, tmp_path / "plain", progress=False)
+    assert "zs_gain" not in plain.losses
+    penalised = train(
+        tiny_recipe(max_iterations=2, structure_gain_weight=1.0), landscape_dir, tmp_path / "gain", progress=False
+    )
+    assert penalised.losses["zs_gain"] > 0
+    probe = dict(cells=5, psi=1.0, windows=4, batch=4)
+    g_plain, g_penalised = plain.models.generator, penalised.models.generator
+    assert structure_gain_probe(g_penalised, **probe) != structure_gain_probe(g_plain, **probe)
+    assert structure_gain_probe(g_plain, **probe) == structure_gain_probe(g_plain, **probe)  # a fixed probe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,10 @@ class TrainConfig:
     states and the iteration count start afresh; for a change of architecture that a resume cannot carry).
     noise_free_stages: G_T's first this many stages inject no noise (GeneratorConfig.noise_free_stages; 1 since the
     42,269-step model, whose coarsest noise drew white blotches; older runs resume with 0).
+    structure_gain_weight: weight of the squared gain of G_T with respect to z_S (losses.structure_gain: how much a
+    1% change of z_S moves the image, in % of its RMS), on the path-length step's renders. The shipped teacher's gain
+    is ~18 (a 1% error in z_S moves the image by ~18%), so no student G_S short of an exact copy can feed its G_T;
+    penalising it makes a teacher whose structure a student can learn. 0: off (older runs).
     Sizes are in pixels, rates per iteration; batch is in images.
     """
 
@@ -86,6 +91,7 @@ class TrainConfig:
     precision: str = "auto"
     init_from: str | None = None
     noise_free_stages: int = 1
+    structure_gain_weight: float = 0.0
     init_seed: int = 0
     seed: int = 0
     data_seed: int = 0
@@ -105,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"lr_steps need iteration >= 0 and 0 < multiplier <= 1, got {self.lr_steps}")
         if self.batch < 2 or self.batch % 2:
             raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
+        if not (math.isfinite(self.structure_gain_weight) and self.structure_gain_weight >= 0):
+            raise ValueError(f"structure_gain_weight must be >= 0, got {self.structure_gain_weight}")
         if self.patch_cells < 1:
             raise ValueError(f"patch_cells must be positive, got {self.patch_cells}")
         if self.preset not in PRESETS:

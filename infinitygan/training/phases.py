@@ -22,6 +22,7 @@ from infinitygan.losses import (
     g_nonsaturating_loss,
     position_loss,
     r1_penalty,
+    structure_gain,
 )
 from infinitygan.sampling import FakeBatch, paired_labels, sample_fake_inputs
 from infinitygan.training.config import TrainConfig
@@ -137,7 +138,8 @@ def g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, vpos: torc
 
 
 def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, rng) -> dict[str, float]:
-    """StyleGAN2's path-length regulariser on half a batch, in fp32."""
+    """StyleGAN2's path-length regulariser on half a batch, in fp32, and (structure_gain_weight > 0) the squared gain
+    of G_T with respect to z_S on the same renders (losses.structure_gain)."""
     g = models.generator
     device = next(g.parameters()).device
     half = max(1, top_px.shape[0] // 2)
@@ -145,13 +147,18 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
         g, top_px[:half], config.patch_cells, rng, device, mixing=config.style_mixing, paired=False
     )
     styles = batch.styles.detach().float().requires_grad_(True)
-    images = g(batch.inputs, batch.z_global, styles)
+    images, z_s = g.synthesize(batch.inputs, batch.z_global, styles)
     penalty = models.path_length(images, styles)
     loss = config.pl_weight * config.pl_interval * penalty
+    logged = {"pl": penalty.item(), "pl_mean": models.path_length.mean}
+    if config.structure_gain_weight > 0:
+        gain = structure_gain(g.texture, z_s, images, list(styles.unbind(1)), batch.inputs.noises, rng)
+        loss = loss + config.structure_gain_weight * config.pl_interval * gain.pow(2).mean()
+        logged["zs_gain"] = float(gain.detach().mean())
     models.g_opt.zero_grad(set_to_none=True)
     loss.backward()
     models.g_opt.step()
-    return {"pl": penalty.item(), "pl_mean": models.path_length.mean}
+    return logged
 
 
 @torch.no_grad()
