@@ -41,6 +41,7 @@ from infinitygan.checkpoint import LoadedGenerator, load_generator, read_checkpo
 from infinitygan.config import GeneratorConfig, preset_config
 from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
+from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_coords, sample_local
 from infinitygan.wavelets import haar_dwt
 from infinitygan.world import World, WorldSpec, noise_images
@@ -259,6 +260,47 @@ class Distiller:
         (self.config.structure_weight * structure).backward()
         self.g_opt.step()
         return {"structure": float(structure.detach()), "psi": psi}
+
+    # ---- diagnosis -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def error_breakdown(self, *, windows: int = 24, psi: float = 0.8, seed: int = 123) -> dict[str, float]:
+        """Where the student's image error comes from, on `windows` fixed windows (seed) at truncation psi: pyramid
+        L1 against the teacher's render of the student (`student`), of the teacher's G_T fed the student's z_S
+        (`teacher_g_t_on_student_z_s`: G_S's share) and of the student's G_T fed the teacher's z_S
+        (`student_g_t_on_teacher_z_s`: G_T's share), the student's z_S L1 relative to the teacher's mean |z_S|
+        (`z_s_relative_l1`), and both G_T's gains (losses.structure_gain). Pixels in [-1, 1]; no gradients."""
+        rng = torch.Generator().manual_seed(seed)
+        sums: dict[str, float] = {}
+        batches = math.ceil(windows / self.config.batch)
+        for _ in range(batches):
+            teacher_inputs, student_inputs, z_global = self._inputs(rng, self.config.batch)
+            teacher_styles = list(self.teacher.texture_styles(z_global, psi=psi).unbind(1))
+            student_styles = list(self.student.texture_styles(z_global, psi=psi).unbind(1))
+            target, target_z = self.teacher.synthesize(teacher_inputs, z_global * psi, teacher_styles)
+            image, z_s = self.student.synthesize(student_inputs, z_global * psi, student_styles)
+            unit_target_z = target_z * self.structure_scale
+            student_z_for_teacher = z_s / self.structure_scale if self.own_structure else z_s
+            hybrid_gs = self.teacher.texture(student_z_for_teacher, teacher_styles, teacher_inputs.noises)
+            hybrid_gt = self.student.texture(
+                unit_target_z if self.own_structure else target_z, student_styles, student_inputs.noises
+            )
+            values = {
+                "student": pyramid_l1(*align(target, image, self.shift)),
+                "teacher_g_t_on_student_z_s": pyramid_l1(hybrid_gs, target),
+                "student_g_t_on_teacher_z_s": pyramid_l1(*align(target, hybrid_gt, self.shift)),
+                "z_s_relative_l1": (z_s - unit_target_z).abs().mean() / unit_target_z.abs().mean()
+                if self.own_structure
+                else torch.zeros(()),
+                "teacher_gain": structure_gain(
+                    self.teacher.texture, target_z, target, teacher_styles, teacher_inputs.noises, rng
+                ).mean(),
+                "student_gain": structure_gain(
+                    self.student.texture, z_s, image, student_styles, student_inputs.noises, rng
+                ).mean(),
+            }
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / batches
+        return {key: round(value, 4) for key, value in sums.items()}
 
     # ---- one step --------------------------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:

@@ -222,3 +222,25 @@ def test_the_student_reads_the_teachers_structure_at_unit_scale(tmp_path: Path):
     shared.save(tmp_path / "shared")
     resumed = Distiller.resume(tmp_path / "shared", LoadedGenerator.in_memory(teacher))
     assert resumed.student.config.structure_conv == "full" and resumed.step_count == 1 and not resumed.own_structure
+
+
+@pytest.mark.parametrize("preset", ["tiny-mobile", SHARED_GS])
+def test_the_error_breakdown_splits_the_students_error_between_g_s_and_g_t(preset):
+    run = Distiller(teacher_model(), dataclasses.replace(TINY, student_preset=preset))
+    result = run.error_breakdown(windows=4)
+    assert set(result) == {
+        "student",
+        "teacher_g_t_on_student_z_s",
+        "student_g_t_on_teacher_z_s",
+        "z_s_relative_l1",
+        "teacher_gain",
+        "student_gain",
+    }
+    assert all(np.isfinite(v) and v >= 0 for v in result.values())
+    assert result["student"] > 0 and result["teacher_gain"] > 0 and result["student_gain"] > 0
+    if run.own_structure:  # an untrained G_S: far from the teacher's z_S, and the teacher's G_T shows it
+        assert result["z_s_relative_l1"] > 0.1 and result["teacher_g_t_on_student_z_s"] > 0
+    else:  # a copied G_S is exact: the whole error is G_T's
+        assert result["z_s_relative_l1"] == 0 and result["teacher_g_t_on_student_z_s"] == 0
+        assert result["student_g_t_on_teacher_z_s"] == result["student"]
+    assert run.error_breakdown(windows=4) == result  # fixed windows and perturbations
