@@ -67,9 +67,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(
-    model: Path, port: int, workdir: Path, log: Path | None = None, **settings: str
-) -> subprocess.Popen:
+def start_server(model: Path, port: int, workdir: Path, log: Path | None = None, **settings: str) -> subprocess.Popen:
     """The service on loopback with an embedded Redis in workdir; settings are INFINITYGAN_* overrides; its
     stderr (the log) goes to `log` when given."""
     env = {**os.environ, "INFINITYGAN_MODEL": str(model), "INFINITYGAN_MAX_PENDING_RENDERS": "256"}
