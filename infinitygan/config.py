@@ -12,6 +12,8 @@ Upsampler = Literal["transposed", "haar"]
 UPSAMPLERS: tuple[str, ...] = ("transposed", "haar")
 TextureConv = Literal["full", "separable"]
 TEXTURE_CONVS: tuple[str, ...] = ("full", "separable")
+HaarSkip = Literal["nearest", "linear"]
+HAAR_SKIPS: tuple[str, ...] = ("nearest", "linear")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class GeneratorConfig:
         depthwise-separable modulated conv; same margins, ~24x fewer MACs for the small presets' 7x7 kernels). A
         student with a separable G_S learns its own (it cannot copy the teacher's) and takes texture_input_gain 1, its
         G_S regressing the teacher's z_S divided by the teacher's z_S RMS.
+    haar_skip: how a "haar" G_T upsamples its RGB skip between stages: "nearest" (the LL band's inverse Haar
+        transform; checkpoints from before this field) or "linear" (that, blurred into bilinear interpolation with the
+        margin the stage's conv leaves anyway: no block grid, same geometry). Ignored by "transposed".
     noise_free_stages: G_T's first this many stages inject no noise (their layers take the noise images of the
         geometry and ignore them). StyleGAN's noise is for stochastic detail; at G_T's coarsest stage one noise pixel
         spans 8 output pixels, and the shipped small model learnt to draw it as white blotches and streaks on the
@@ -66,6 +71,7 @@ class GeneratorConfig:
     texture_input_gain: float = 1.0
     noise_free_stages: int = 0
     structure_conv: TextureConv = "full"
+    haar_skip: HaarSkip = "nearest"
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -74,6 +80,8 @@ class GeneratorConfig:
             raise ValueError(f"texture_conv must be one of {TEXTURE_CONVS}, got {self.texture_conv!r}")
         if self.structure_conv not in TEXTURE_CONVS:
             raise ValueError(f"structure_conv must be one of {TEXTURE_CONVS}, got {self.structure_conv!r}")
+        if self.haar_skip not in HAAR_SKIPS:
+            raise ValueError(f"haar_skip must be one of {HAAR_SKIPS}, got {self.haar_skip!r}")
         if self.structure_kernel % 2 == 0:
             raise ValueError("structure_kernel must be odd so margins are symmetric")
         if not (math.isfinite(self.texture_input_gain) and self.texture_input_gain > 0):
@@ -134,6 +142,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         wavelet_output=True,
         texture_conv="separable",
         structure_conv="separable",
+        haar_skip="linear",
     ),
     # CPU serving: at most ~5 GFLOP per 256x256 tile (bench/bench_generator.py counts it).
     "small": GeneratorConfig(
@@ -171,6 +180,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         wavelet_output=True,
         texture_conv="separable",
         structure_conv="separable",
+        haar_skip="linear",
     ),
     # GPU training.
     "base": GeneratorConfig(

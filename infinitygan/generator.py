@@ -117,7 +117,9 @@ class TextureSynthesizer(nn.Module):
             )
             for i in range(config.stages)
         )
-        self.skip_upsample = TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample()
+        self.skip_upsample = (
+            TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample(config.haar_skip)
+        )
         self.wavelet_output = config.wavelet_output
         self.input_gain = config.texture_input_gain
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infinitygan.config import HAAR_SKIPS
 from infinitygan.wavelets import haar_iwt
 
 LRELU_SLOPE = 0.2
@@ -309,10 +310,27 @@ class TransposedSkipUpsample(nn.Module):
 
 
 class HaarSkipUpsample(nn.Module):
-    """Upsamples the RGB skip with the inverse Haar transform of its LL band alone (nearest neighbour, no margin)."""
+    """Upsamples the RGB skip onto the inverse Haar transform's pixel grid (each parent's four children at +-1/4 of
+    a parent pixel).
+
+    "nearest": the inverse Haar transform of the LL band alone, H -> 2H, no margin. Summed over a student's stages it
+    leaves a visible grid of 2^k-pixel blocks that the finer stages must cancel.
+    "linear": that, then a valid [1, 2, 1]^2 / 16 blur, H -> 2H - 2: exactly bilinear interpolation (0.75 of the
+    parent, 0.25 of its neighbour, along each axis), the outer child on each side dropped because it lacks its
+    neighbour. A Haar stage's valid 3x3 conv also turns 2H into 2H - 2, so the skip still covers the stage's output
+    and the geometry is unchanged (its reach, 3/2 output pixels per stage, equals the feature path's).
+    """
+
+    def __init__(self, mode: str = "nearest") -> None:
+        super().__init__()
+        if mode not in HAAR_SKIPS:
+            raise ValueError(f"haar skip must be one of {HAAR_SKIPS}, got {mode!r}")
+        self.mode = mode
+        self.register_buffer("blur_kernel", _binomial_kernel(3), persistent=False)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
+        up = haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
+        return up if self.mode == "nearest" else F.conv2d(up, self.blur_kernel, groups=3)
 
 
 def _binomial_kernel(channels: int) -> torch.Tensor:

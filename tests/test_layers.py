@@ -101,6 +101,21 @@ def test_haar_skip_upsample_is_nearest_neighbour():
     torch.testing.assert_close(HaarSkipUpsample()(x), x.repeat_interleave(2, 2).repeat_interleave(2, 3))
 
 
+def test_linear_haar_skip_is_bilinear_without_the_outer_children():
+    x = torch.randn(1, 3, 4, 5)
+    bilinear = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    out = HaarSkipUpsample("linear")(x)
+    assert out.shape == (1, 3, 6, 8)
+    torch.testing.assert_close(out, bilinear[..., 1:-1, 1:-1])
+    # Crop-consistent (what tiling needs): the skip of a crop is the crop of the skip.
+    torch.testing.assert_close(HaarSkipUpsample("linear")(x[..., 1:, 2:]), out[..., 2:, 4:])
+
+
+def test_unknown_haar_skip_is_refused():
+    with pytest.raises(ValueError, match="haar skip"):
+        HaarSkipUpsample("cubic")
+
+
 def test_noise_injection_starts_at_zero_and_scales():
     noise = NoiseInjection()
     x, n = torch.randn(1, 4, 5, 5), torch.randn(1, 1, 5, 5)
