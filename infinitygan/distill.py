@@ -5,7 +5,8 @@ the same z_g, w, z_l and coordinates for a window. A student whose structure syn
 architecture copies it too (and so reads the same z_S); one with a depthwise-separable G_S (structure_conv) learns
 it: first alone (`structure_warmup` steps regressing the teacher's z_S, divided by its RMS, at L1), then jointly
 with G_T under the same L1 term. The texture synthesizer G_T (depthwise-separable modulated convs, inverse-Haar
-upsampling, a wavelet output) is always trained. Image losses compare the student's output with the teacher's on
+upsampling, a wavelet output, and an output noise that reads the noise of the teacher's last stage) is always
+trained. Image losses compare the student's output with the teacher's on
 the world pixels both cover: L1 over an image pyramid (pixel space, 3 scales), L1 over the Haar bands (wavelet
 space), and a non-saturating adversarial term from a wavelet discriminator that sees teacher renders as real (no
 downloaded perceptual network).
@@ -141,12 +142,14 @@ def structure_rms(teacher: Generator, cells: int = 12, batch: int = 8) -> float:
 def warm_start_student(student: Generator, checkpoint: Path) -> int:
     """Copy another student's trained tensors (same name and shape) into `student`, leaving what it copies from the
     teacher alone: its G_T, and its G_S where both have a separable one; returns how many were copied. Raises
-    DistillError unless every G_T tensor matches (another preset), CheckpointError for an unreadable file."""
+    DistillError unless every G_T tensor matches (another preset; an output noise the source lacks may stay at its
+    zero start), CheckpointError for an unreadable file."""
     source = read_checkpoint_tensors(checkpoint)
     own = student.state_dict()
     prefixes = shared_prefixes(student)
     copied = {k: v for k, v in source.items() if not k.startswith(prefixes) and k in own and own[k].shape == v.shape}
-    texture = [k for k in own if k.startswith("texture.")]
+    # A G_T that gains an output noise starts it at zero (OutputNoise): the source need not have it.
+    texture = [k for k in own if k.startswith("texture.") and not k.startswith("texture.output_noise.")]
     missing = sorted(set(texture) - set(copied))
     if missing:
         raise DistillError(f"{checkpoint} is not a student of this preset: {len(missing)} differ, e.g. {missing[:3]}")

@@ -19,6 +19,7 @@ from infinitygan.layers import (
     HaarUpsampleConv,
     MappingNetwork,
     ModulatedConv2d,
+    OutputNoise,
     SeparableModulatedConv2d,
     StyledLayer,
     ToRGB,
@@ -35,7 +36,7 @@ class WindowInputs:
 
     local_latents: (B, local_dim, n_h + 2m, n_w + 2m) z_l, with m = geometry.structure_margin.
     coords: (B or 1, 3, same H, same W) coordinate channels aligned with local_latents.
-    noises: one (B or 1, 1, H_l, W_l) image per G_T layer, sized by geometry.layer_sizes.
+    noises: one (B or 1, 1, H_l, W_l) image per G_T layer (and the output noise's), sized by geometry.layer_sizes.
     """
 
     local_latents: torch.Tensor
@@ -122,15 +123,21 @@ class TextureSynthesizer(nn.Module):
         )
         self.wavelet_output = config.wavelet_output
         self.input_gain = config.texture_input_gain
+        self.output_noise = OutputNoise(widths[-1], config.w_dim) if config.output_noise else None
 
     @property
     def num_styles(self) -> int:
         # Two convs per stage, and the last ToRGB takes one more (StyleGAN2: ToRGB uses the next conv's w).
         return 2 * len(self.stages) + 1
 
+    @property
+    def num_noises(self) -> int:
+        """Noise images G_T takes: one per layer, and the output noise's (geometry.layer_sizes gives their sizes)."""
+        return 2 * len(self.stages) + int(self.output_noise is not None)
+
     def forward(self, z_s: torch.Tensor, styles: Sequence[torch.Tensor], noises: Sequence[torch.Tensor]):
-        if len(styles) != self.num_styles or len(noises) != 2 * len(self.stages):
-            raise ValueError(f"G_T needs {self.num_styles} styles and {2 * len(self.stages)} noise images")
+        if len(styles) != self.num_styles or len(noises) != self.num_noises:
+            raise ValueError(f"G_T needs {self.num_styles} styles and {self.num_noises} noise images")
         x, rgb = (z_s if self.input_gain == 1.0 else z_s * self.input_gain), None
         for i, stage in enumerate(self.stages):
             x = stage.up(x, _fit(styles[2 * i], x), noises[2 * i])
@@ -140,7 +147,10 @@ class TextureSynthesizer(nn.Module):
             if stage_rgb.shape[1] == 12:  # Haar bands of the image (wavelet output): the skip is their LL band
                 if skip is not None:
                     stage_rgb = stage_rgb + torch.cat([2.0 * skip, torch.zeros_like(skip).repeat(1, 3, 1, 1)], dim=1)
-                return haar_iwt(stage_rgb)
+                image = haar_iwt(stage_rgb)
+                if self.output_noise is not None:
+                    image = image + self.output_noise(x, _fit(styles[2 * i + 2], x), noises[-1])
+                return image
             rgb = stage_rgb if skip is None else stage_rgb + skip
         return rgb
 

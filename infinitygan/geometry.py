@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 
-from infinitygan.config import GeneratorConfig
+from infinitygan.config import OUTPUT_NOISE_KERNEL, GeneratorConfig
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,12 @@ class Geometry:
     upsampler: str
     structure_margin: int  # z_l cells lost per side by G_S
     wavelet_output: bool = False  # the image is the inverse Haar transform of the last layer's 4 bands (SWAGAN)
+    output_noise: bool = False  # one more noise image at the output's step (GeneratorConfig.output_noise)
 
     @classmethod
     def of(cls, config: GeneratorConfig) -> Geometry:
         margin = config.structure_blocks * (config.structure_kernel // 2)
-        return cls(config.stages, config.upsampler, margin, config.wavelet_output)
+        return cls(config.stages, config.upsampler, margin, config.wavelet_output, config.output_noise)
 
     @property
     def cell_px(self) -> int:
@@ -49,13 +50,18 @@ class Geometry:
 
     # ---- sizes -------------------------------------------------------------------------------------------------
     def layer_sizes(self, cells: int) -> list[int]:
-        """Spatial size after each G_T layer (upsampling layer, then 3x3 conv, per stage) for a z_S window."""
+        """Spatial size after each G_T layer (upsampling layer, then 3x3 conv, per stage) for a z_S window: the size
+        of each layer's noise image. With output_noise, one more: the output noise, the output plus the 3 elements
+        its 4 x 4 valid filters consume (layer 2 * stages, centred like every layer, so its element 0 sits 3/2
+        pixels before output pixel 0)."""
         sizes, size = [], cells
         for _ in range(self.stages):
             size = 2 * size - 3 if self.upsampler == "transposed" else 2 * size
             sizes.append(size)
             size -= 2
             sizes.append(size)
+        if self.output_noise:
+            sizes.append(2 * size + OUTPUT_NOISE_KERNEL - 1)
         return sizes
 
     def texture_size(self, cells: int) -> int:

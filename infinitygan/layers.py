@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infinitygan.config import HAAR_SKIPS
+from infinitygan.config import HAAR_SKIPS, OUTPUT_NOISE_FILTERS, OUTPUT_NOISE_KERNEL
 from infinitygan.wavelets import haar_iwt
 
 LRELU_SLOPE = 0.2
@@ -294,6 +294,31 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.conv(x, style) + self.bias
+
+
+class OutputNoise(nn.Module):
+    """Grain added to a wavelet-output image (GeneratorConfig.output_noise): F learned 4 x 4 valid filters of a noise
+    image at the output's step, each weighted per colour and location by a modulated 1x1 conv of the last G_T
+    features, upsampled like the inverse Haar transform places their pixels (each feature element's value on its
+    2 x 2 output pixels).
+
+    forward(x (B, C, h, w) last features, style, noise (B or 1, 1, 2h + 3, 2w + 3)) -> (B, 3, 2h, 2w). The weighting
+    conv starts at zero, so a generator that gains this layer renders what it rendered before until it learns it.
+    """
+
+    def __init__(self, in_channels: int, style_dim: int) -> None:
+        super().__init__()
+        self.filters = nn.Parameter(torch.randn(OUTPUT_NOISE_FILTERS, 1, OUTPUT_NOISE_KERNEL, OUTPUT_NOISE_KERNEL))
+        self.filter_gain = 1.0 / OUTPUT_NOISE_KERNEL  # unit-variance filtered noise at init
+        self.weights = ToRGB(in_channels, style_dim, out_channels=3 * OUTPUT_NOISE_FILTERS)
+        with torch.no_grad():
+            self.weights.conv.weight.zero_()
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        grain = F.conv2d(noise, self.filters * self.filter_gain)  # (B or 1, F, 2h, 2w)
+        weights = F.interpolate(self.weights(x, style), scale_factor=2.0, mode="nearest")
+        b, _, h, w = weights.shape
+        return (weights.view(b, 3, OUTPUT_NOISE_FILTERS, h, w) * grain[:, None]).sum(dim=2)
 
 
 class TransposedSkipUpsample(nn.Module):

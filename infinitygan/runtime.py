@@ -55,7 +55,7 @@ class ChunkGraph(torch.nn.Module):
 def input_names(generator: Generator) -> list[str]:
     """ChunkGraph.forward's arguments by name. The exporter drops inputs nothing reads (the noise images of
     noise-free stages), so the full list is also kept in the model's metadata (SIGNATURE_KEY)."""
-    layers = 2 * len(generator.texture.stages)
+    layers = generator.texture.num_noises
     return ["local", "coords", "structure_style", "texture_styles"] + [f"noise{i}" for i in range(layers)]
 
 

@@ -20,7 +20,10 @@ from infinitygan import World, WorldSpec, build_generator, load_generator, rende
 from infinitygan.checkpoint import LoadedGenerator, save_generator
 from infinitygan.config import preset_config
 from infinitygan.distill import DistillConfig, Distiller, DistillError, build_student, distill
+from infinitygan.generator import WindowInputs
 from infinitygan.layers import SeparableModulatedConv2d
+from infinitygan.sampling import sample_coords, sample_local, sample_noises
+from infinitygan.world import noise_images
 from tests.model_fixtures import lively_tiny_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,12 +96,51 @@ def test_a_student_world_is_seamless_and_reproducible():
         for name, parameter in student.named_parameters():
             if name.endswith("noise.strength"):
                 parameter.fill_(0.2)  # noise must matter, so a misaligned noise image would show
+        student.texture.output_noise.weights.conv.weight.normal_()  # and so must the output noise
     world = World(student, WorldSpec(seed=5))
     whole = render_region(world, -256, -256, 512, 512)
     for dy in (0, 256):
         for dx in (0, 256):
             quarter = render_region(World(student, WorldSpec(seed=5)), -256 + dx, -256 + dy, 256, 256)
             assert np.array_equal(whole[dy : dy + 256, dx : dx + 256], quarter)
+
+
+def test_the_students_output_noise_reads_its_teachers_last_stage_noise_at_the_same_world_positions():
+    """A 3-stage student has no layer at its 4-stage teacher's last step; its output noise (layer 6, step 1 px) is
+    hashed like the teacher's layer 6, so it is the very noise behind the teacher's finest texture."""
+    teacher = lively_tiny_generator()
+    student = build_student(teacher, "tiny-mobile")
+    t, s = teacher.geometry, student.geometry
+    assert len(s.layer_sizes(10)) == student.texture.num_noises == 7 and s.layer_step(6) == t.layer_step(6) == 1
+    offset = t.layer_origin(6) - s.layer_origin(6)  # student element k sits on teacher element k - offset
+    assert offset == int(offset) > 0
+    for row0, col0 in ((0, 0), (5, -3), (-11, 7)):
+        teacher_noise = noise_images(t, 9, row0, col0, 10, 10)[6][0, 0]
+        student_noise = noise_images(s, 9, row0, col0, 10, 10)[6][0, 0]
+        n, k = teacher_noise.shape[-1], int(offset)
+        assert torch.equal(student_noise[k : k + n, k : k + n], teacher_noise)
+    # It starts at zero: a student warm-started from one without it renders what that one rendered.
+    inputs = sample_window(student)
+    with torch.no_grad():
+        image = student.synthesize(*inputs)[0]
+        student.texture.output_noise.weights.conv.weight.normal_()
+        assert not torch.equal(student.synthesize(*inputs)[0], image)
+        student.texture.output_noise.weights.conv.weight.zero_()
+        inputs[0].noises[-1].normal_()
+        assert torch.equal(student.synthesize(*inputs)[0], image)
+
+
+def sample_window(generator):
+    rng = torch.Generator().manual_seed(0)
+    cells = 8
+    top_px = torch.zeros(1)
+    inputs = WindowInputs(
+        sample_local(generator, 1, cells, rng),
+        sample_coords(generator, top_px, cells, rng, jitter=False),
+        sample_noises(generator, 1, cells, rng),
+    )
+    z = torch.randn(1, generator.config.global_dim, generator=rng)
+    return inputs, z, generator.texture_styles(z)
 
 
 def teacher_model() -> LoadedGenerator:
