@@ -44,6 +44,7 @@ def main() -> None:
     print(f"  image error (pyramid L1): student {result['student']:.3f}")
     print(f"    teacher G_T on the student's z_S (G_S's share): {result['teacher_g_t_on_student_z_s']:.3f}")
     print(f"    student G_T on the teacher's z_S (G_T's share): {result['student_g_t_on_teacher_z_s']:.3f}")
+    print(f"    the teacher fed other noise (unreachable without its noise): {result['teacher_other_noise']:.3f}")
     print(json.dumps(result))
 
 

@@ -270,9 +270,12 @@ class Distiller:
         """Where the student's image error comes from, on `windows` fixed windows (seed) at truncation psi: pyramid
         L1 against the teacher's render of the student (`student`), of the teacher's G_T fed the student's z_S
         (`teacher_g_t_on_student_z_s`: G_S's share) and of the student's G_T fed the teacher's z_S
-        (`student_g_t_on_teacher_z_s`: G_T's share), the student's z_S L1 relative to the teacher's mean |z_S|
-        (`z_s_relative_l1`), and both G_T's gains (losses.structure_gain). Pixels in [-1, 1]; no gradients."""
+        (`student_g_t_on_teacher_z_s`: G_T's share), of the teacher fed other noise images (`teacher_other_noise`:
+        what a student that does not see its teacher's noise cannot help missing), the student's z_S L1 relative to
+        the teacher's mean |z_S| (`z_s_relative_l1`), and both G_T's gains (losses.structure_gain). Pixels in
+        [-1, 1]; no gradients."""
         rng = torch.Generator().manual_seed(seed)
+        noise_rng = torch.Generator().manual_seed(seed + 1)  # its own stream: the windows stay those of `seed`
         sums: dict[str, float] = {}
         batches = math.ceil(windows / self.config.batch)
         for _ in range(batches):
@@ -287,8 +290,11 @@ class Distiller:
             hybrid_gt = self.student.texture(
                 unit_target_z if self.own_structure else target_z, student_styles, student_inputs.noises
             )
+            other_noises = [torch.randn(n.shape, generator=noise_rng) for n in teacher_inputs.noises]
+            other_noise = self.teacher.texture(target_z, teacher_styles, other_noises)
             values = {
                 "student": pyramid_l1(*align(target, image, self.shift)),
+                "teacher_other_noise": pyramid_l1(other_noise, target),
                 "teacher_g_t_on_student_z_s": pyramid_l1(hybrid_gs, target),
                 "student_g_t_on_teacher_z_s": pyramid_l1(*align(target, hybrid_gt, self.shift)),
                 "z_s_relative_l1": (z_s - unit_target_z).abs().mean() / unit_target_z.abs().mean()

@@ -277,8 +277,10 @@ def test_the_error_breakdown_splits_the_students_error_between_g_s_and_g_t(prese
         "z_s_relative_l1",
         "teacher_gain",
         "student_gain",
+        "teacher_other_noise",
     }
     assert all(np.isfinite(v) and v >= 0 for v in result.values())
+    assert result["teacher_other_noise"] > 0  # the lively teacher's noise shows
     assert result["student"] > 0 and result["teacher_gain"] > 0 and result["student_gain"] > 0
     if run.own_structure:  # an untrained G_S: far from the teacher's z_S, and the teacher's G_T shows it
         assert result["z_s_relative_l1"] > 0.1 and result["teacher_g_t_on_student_z_s"] > 0
@@ -286,3 +288,8 @@ def test_the_error_breakdown_splits_the_students_error_between_g_s_and_g_t(prese
         assert result["z_s_relative_l1"] == 0 and result["teacher_g_t_on_student_z_s"] == 0
         assert result["student_g_t_on_teacher_z_s"] == result["student"]
     assert run.error_breakdown(windows=4) == result  # fixed windows and perturbations
+    with torch.no_grad():
+        for name, parameter in run.teacher.named_parameters():
+            if name.endswith("noise.strength"):
+                parameter.zero_()
+    assert run.error_breakdown(windows=4)["teacher_other_noise"] == 0  # a teacher without noise: nothing unreachable
