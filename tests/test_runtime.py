@@ -41,10 +41,11 @@ def test_export_is_a_checked_onnx_protobuf(exported, student):
     onnx.checker.check_model(model)
     assert [node.name for node in model.graph.input][:4] == ["local", "coords", "structure_style", "texture_styles"]
     # Every noise input a layer reads; the signature in the metadata lists them all (ChunkSession feeds by it).
-    noisy = len(student.texture.stages) - student.config.noise_free_stages
-    assert len(model.graph.input) == 4 + 2 * noisy
+    # The output noise is read too (GeneratorConfig.output_noise).
+    noisy = 2 * (len(student.texture.stages) - student.config.noise_free_stages) + int(student.config.output_noise)
+    assert len(model.graph.input) == 4 + noisy
     signature = {prop.key: prop.value for prop in model.metadata_props}[SIGNATURE_KEY].split(",")
-    assert signature == input_names(student) and len(signature) == 4 + 2 * len(student.texture.stages)
+    assert signature == input_names(student) and len(signature) == 4 + student.texture.num_noises
     assert not list(exported.parent.glob("*.part"))  # the atomic write left nothing behind
 
 
