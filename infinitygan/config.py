@@ -180,7 +180,9 @@ PRESETS: dict[str, GeneratorConfig] = {
     ),
     # MobileStyleGAN student of "small": the same mapping network (copied from the teacher); G_S and G_T of
     # depthwise-separable modulated convs (G_S: the teacher's margins and width, 24x fewer MACs: it was 0.8 of the
-    # 0.91 GFLOP per tile with the teacher's G_S), inverse-Haar upsampling and a wavelet output (same 16 px cell).
+    # 0.91 GFLOP per tile with the teacher's G_S), inverse-Haar upsampling and a wavelet output (same 16 px cell), a
+    # linear RGB skip and an output noise (the teacher's last-stage noise: SWD 61.3 instead of 107.1 in a 40-min A/B,
+    # MODEL_CARD.md).
     "small-mobile": GeneratorConfig(
         preset="small-mobile",
         global_dim=128,
