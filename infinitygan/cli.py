@@ -452,7 +452,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     config = DistillConfig(
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
         init_from=args.init_from, structure_warmup=args.structure_warmup,
-        adversarial_weight=args.adversarial_weight,
+        adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step),
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -473,7 +473,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         "distill",
         help="distil a MobileStyleGAN student from a teacher generator (resumes the run in --out)",
         description="Train a student (depthwise-separable G_S and G_T, the teacher's mapping) to render what the "
-        "teacher renders. An existing run in --out is resumed with its own settings.",
+        "teacher renders. An existing run in --out is resumed with its own settings; --lr-step may add learning-rate "
+        "steps from its current step on.",
     )
     p.add_argument("--teacher", required=True, help="teacher generator checkpoint")
     p.add_argument("--out", required=True, help="run folder: student.safetensors and state/")
@@ -495,6 +496,15 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         type=_int,
         default=DistillConfig.structure_warmup,
         help="first steps in which a separable G_S learns the teacher's z_S alone (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr-step",
+        type=_lr_step,
+        action="append",
+        default=[],
+        metavar="STEP:MULT",
+        help="from step STEP on, train the student and D at MULT x --lr (repeatable; on resume, STEP must not be "
+        "before the run's current step)",
     )
     p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
     p.add_argument(

@@ -44,6 +44,7 @@ from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_coords, sample_local
+from infinitygan.training.config import lr_multiplier
 from infinitygan.wavelets import haar_dwt
 from infinitygan.world import World, WorldSpec, noise_images
 
@@ -76,8 +77,12 @@ class DistillConfig:
     init_from: str | None = None  # a student checkpoint whose G_T starts this run (re-distilling for a new teacher)
     structure_weight: float = 1.0  # L1 between the student's z_S and the teacher's / its RMS (a student's own G_S)
     structure_warmup: int = 1000  # first steps: an own G_S learns the teacher's z_S alone (G_T, D untouched)
+    lr_steps: tuple[tuple[int, float], ...] = ()  # (step, multiplier): from step on, G and D train at lr * multiplier
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_steps", tuple(sorted((int(i), float(m)) for i, m in self.lr_steps)))
+        if any(i < 0 or not 0.0 < m <= 1.0 for i, m in self.lr_steps):
+            raise ValueError(f"lr_steps need step >= 0 and 0 < multiplier <= 1, got {self.lr_steps}")
         weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
         if min(weights) < 0 or self.structure_warmup < 0:
             raise ValueError("distillation loss weights and structure_warmup must be >= 0")
@@ -86,6 +91,26 @@ class DistillConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DistillConfig:
+        """The config a run stored (to_json); keys an older run lacks take their defaults."""
+        raw = json.loads(text)
+        raw["psi_range"] = tuple(raw["psi_range"])
+        raw["lr_steps"] = tuple(tuple(step) for step in raw.get("lr_steps", ()))
+        return cls(**raw)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of G and D at a step: lr times the multiplier of the last lr_steps entry at or before it."""
+        return self.lr * lr_multiplier(self.lr_steps, step)
+
+    def resumed_with(self, step: int, lr_steps: tuple[tuple[int, float], ...]) -> DistillConfig:
+        """This config with lr_steps added for a run resumed at `step`; each must lie at or after `step`, so the
+        recorded config stays true of every step already trained. Raises ValueError otherwise."""
+        past = [f"{i}:{m}" for i, m in lr_steps if i < step]
+        if past:
+            raise ValueError(f"the run is at step {step}; a learning-rate step cannot start before it: {past}")
+        return dataclasses.replace(self, lr_steps=(*self.lr_steps, *lr_steps))
 
 
 def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_seed: int = 0) -> Generator:
@@ -315,6 +340,10 @@ class Distiller:
     def step(self) -> dict[str, float]:
         started = time.perf_counter()
         config = self.config
+        lr = config.lr_at(self.step_count)
+        for optimizer in (self.g_opt, self.d_opt):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         low, high = config.psi_range
         psi = low + (high - low) * float(torch.rand((), generator=self.rng))
         inputs = self._inputs(self.rng, config.batch)
@@ -398,16 +427,18 @@ class Distiller:
         return student_path
 
     @classmethod
-    def resume(cls, out: Path, teacher: LoadedGenerator) -> Distiller:
-        """The run saved in `out`; raises DistillError when it was distilled from another teacher."""
+    def resume(cls, out: Path, teacher: LoadedGenerator, lr_steps: tuple[tuple[int, float], ...] = ()) -> Distiller:
+        """The run saved in `out`, with lr_steps added to its schedule (DistillConfig.resumed_with); raises
+        DistillError when it was distilled from another teacher or a step lies before the run's current step."""
         path = out / STATE_DIR / "tensors.safetensors"
         with open(path, "rb") as handle:
             header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))["__metadata__"]
         if header["teacher"] != teacher.model_hash:
             raise DistillError(f"{out} distils teacher {header['teacher']}, not {teacher.model_hash}")
-        raw = json.loads(header["config"])
-        raw["psi_range"] = tuple(raw["psi_range"])
-        config = DistillConfig(**raw)
+        try:
+            config = DistillConfig.from_json(header["config"]).resumed_with(int(header["step"]), lr_steps)
+        except ValueError as exc:
+            raise DistillError(str(exc)) from None
         # The architecture the run was started with (a preset may have changed since); weights: from the state.
         student_config = load_generator(out / STUDENT_FILE).generator.config
         run = cls(teacher, config, build_student(teacher.generator, student_config))
@@ -440,12 +471,13 @@ def distill(
     log=None,
 ) -> Distiller:
     """Run (or resume, when `out` holds a run) until max_steps in total, max_minutes in this call, or SIGTERM/SIGINT
-    (in the main thread: the step under way finishes and the run is saved, so nothing is lost). log: a callable
-    taking each progress line (default: print, flushed)."""
+    (in the main thread: the step under way finishes and the run is saved, so nothing is lost). A resumed run keeps
+    its stored config but for config.lr_steps, which are added to its schedule. log: a callable taking each progress
+    line (default: print, flushed)."""
     log = log or functools.partial(print, flush=True)
     out = Path(out)
     if (out / STATE_DIR / "tensors.safetensors").exists():
-        run = Distiller.resume(out, teacher)
+        run = Distiller.resume(out, teacher, config.lr_steps if config is not None else ())
         log(f"resumed {out} at step {run.step_count}")
     else:
         config = config or DistillConfig()

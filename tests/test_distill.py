@@ -162,6 +162,21 @@ def test_distillation_resumes_exactly(tmp_path: Path):
         Distiller.resume(tmp_path / "resumed", other)
 
 
+def test_a_resumed_distillation_may_add_learning_rate_steps_but_not_rewrite_its_past(tmp_path: Path):
+    teacher = teacher_model()
+    distill(teacher, tmp_path / "run", TINY, max_steps=3, save_every=100, log=lambda _: None)
+    with pytest.raises(DistillError, match="cannot start before it"):
+        Distiller.resume(tmp_path / "run", teacher, lr_steps=((2, 0.5),))
+    lowered = dataclasses.replace(TINY, lr_steps=((4, 0.25),))
+    run = distill(teacher, tmp_path / "run", lowered, max_steps=5, save_every=100, log=lambda _: None)
+    assert run.config.lr_steps == ((4, 0.25),) and run.config.lr_at(3) == TINY.lr
+    assert all(group["lr"] == 0.25 * TINY.lr for opt in (run.g_opt, run.d_opt) for group in opt.param_groups)
+    # The schedule is stored with the run: resuming without --lr-step keeps it.
+    assert Distiller.resume(tmp_path / "run", teacher).config.lr_steps == ((4, 0.25),)
+    with pytest.raises(ValueError, match="multiplier"):
+        DistillConfig(lr_steps=((10, 2.0),))
+
+
 def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
     old = distill(teacher_model(), tmp_path / "old", TINY, max_steps=2, save_every=100, log=lambda _: None)
     new_teacher = LoadedGenerator.in_memory(lively_tiny_generator(init_seed=4))
@@ -207,6 +222,8 @@ def test_distill_cli_needs_a_stopping_rule_and_writes_a_loadable_student(tmp_pat
         [*base, "--max-steps", "1", "--adversarial-weight", "-1"], cwd=REPO, capture_output=True, text=True
     )
     assert negative.returncode != 0 and "must be >= 0" in negative.stderr and "Traceback" not in negative.stderr
+    bad_step = subprocess.run([*base, "--max-steps", "1", "--lr-step", "10"], cwd=REPO, capture_output=True, text=True)
+    assert bad_step.returncode == 2 and "ITERATION:MULTIPLIER" in bad_step.stderr and "Traceback" not in bad_step.stderr
     done = subprocess.run(
         [*base, "--preset", "tiny-mobile", "--max-steps", "2", "--batch", "1", "--cells", "10"],
         cwd=REPO, capture_output=True, text=True,

@@ -36,6 +36,15 @@ def parse_lr_step(text: str) -> tuple[int, float]:
     return step
 
 
+def lr_multiplier(lr_steps: tuple[tuple[int, float], ...], iteration: int) -> float:
+    """The multiplier of the last (iteration, multiplier) step at or before `iteration` (1.0 before the first)."""
+    multiplier = 1.0
+    for start, value in sorted(lr_steps):
+        if start <= iteration:
+            multiplier = value
+    return multiplier
+
+
 def fast_bf16(device: str) -> bool:
     """Whether bf16 convolutions are fast on device: CUDA with bf16 support, or a CPU with oneDNN bf16 kernels."""
     import torch
@@ -141,11 +150,7 @@ class TrainConfig:
 
     def lr_at(self, iteration: int) -> float:
         """The learning rate at an iteration: lr times the multiplier of the last lr_steps entry at or before it."""
-        multiplier = 1.0
-        for start, value in self.lr_steps:
-            if start <= iteration:
-                multiplier = value
-        return self.lr * multiplier
+        return self.lr * lr_multiplier(self.lr_steps, iteration)
 
     @property
     def augment_policy(self) -> tuple[str, ...]:
