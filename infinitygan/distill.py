@@ -101,7 +101,7 @@ class DistillConfig:
         return cls(**raw)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of G and D at a step: lr times the multiplier of the last lr_steps entry at or before it."""
+        """The learning rate of G and D at a step: lr times the last lr_steps multiplier at or before it."""
         return self.lr * lr_multiplier(self.lr_steps, step)
 
     def resumed_with(self, step: int, lr_steps: tuple[tuple[int, float], ...]) -> DistillConfig:
