@@ -396,11 +396,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         seed=args.seed,
         scene_height=args.scene_height,
+        # One patch size for every model of the run (default: the first one's training patch), so SWDs compare.
+        patch_px=args.patch_px or models[0].generator.geometry.texture_size(models[0].patch_cells),
     )
     scene_heights = {options.scene_height or model.scene_height for model in models}
     if len(scene_heights) > 1:
         raise CLIError(f"the checkpoints were trained at different scene heights {sorted(scene_heights)}: pass one")
-    reals = RealSet(Path(args.data), scene_heights.pop(), options)
+    scene_height = scene_heights.pop()
+    if not 16 <= options.patch_px <= scene_height:
+        raise CLIError(f"--patch-px must lie in 16..{scene_height} (the scene height), got {options.patch_px}")
+    reals = RealSet(Path(args.data), scene_height, options)
     results = {}
     for index, (path, model) in enumerate(zip(args.checkpoints, models, strict=True)):
         out = None
@@ -433,6 +438,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="folder for contact sheets and large renders (a sub-folder each)")
     p.add_argument("--strip", default=None, help="PNG: one row of 4 horizon-centred samples per model (psi 0.8)")
     p.add_argument("--patches", type=_int, default=512, help="real and fake patches for SWD")
+    p.add_argument(
+        "--patch-px",
+        type=_int,
+        default=None,
+        help="SWD patch side for every model (default: the first checkpoint's training patch, e.g. 69 px for the "
+        "small teacher)",
+    )
     p.add_argument("--scaleinv-images", type=_int, default=64, help="4x renders for the scale-invariant SWD")
     p.add_argument("--seeds", type=_int, default=8, help="world seeds for diversity and the contact sheet")
     p.add_argument("--seed", type=_int, default=0)

@@ -2,6 +2,8 @@
 
 - swd: multi-scale SWD between real training-size patches of the training split and generated patches (same rows
   relative to the horizon), on Laplacian-pyramid 7x7 descriptors, x1e3 as PGGAN reports it; lower is better.
+  EvalOptions.patch_px sets the patch side instead (`infinitygan eval A B` uses A's for every model: a student
+  trained on larger windows than its teacher is then scored on the teacher's patches). patch_px says which.
 - swd_real_floor: the same between two disjoint sets of real patches: what "indistinguishable" scores;
   swd_floor_ratio = swd / swd_real_floor.
 - swd_eval, swd_eval_real_floor, swd_eval_floor_ratio: the same against the evaluation split (photos training never
@@ -57,6 +59,7 @@ class EvalOptions:
     seam_seeds: int = 16  # one world's seam ratio varies by ~0.1 (std); 16 worlds bring the mean to ~+-0.025
     seed: int = 0
     psi: float = 1.0  # metrics judge the untruncated distribution
+    patch_px: int | None = None  # SWD patch side; default: the model's training patch (texture_size(patch_cells))
     scene_height: int | None = None  # default: the checkpoint's training value, else 256
     batch: int = 32
     large_render_px: tuple[int, int] = (1024, 512)  # width, height of the stitched render
@@ -208,11 +211,27 @@ class RealSet:
         return self._squares
 
 
+def cells_for_patch(generator: Generator, patch_px: int) -> int:
+    """The fewest z_S cells per window side whose render is at least patch_px square. Raises ValueError past 64."""
+    for cells in range(1, 65):
+        if generator.geometry.texture_size(cells) >= patch_px:
+            return cells
+    raise ValueError(f"a {patch_px} px patch needs more than 64 z_S cells")
+
+
 @torch.no_grad()
 def fake_patches(
-    generator: Generator, top_px: torch.Tensor, cells: int, *, psi: float, seed: int, batch: int
+    generator: Generator,
+    top_px: torch.Tensor,
+    cells: int,
+    *,
+    psi: float,
+    seed: int,
+    batch: int,
+    size: int | None = None,
 ) -> torch.Tensor:
-    """Generated training-size patches at the given vertical positions (random horizontal phase, no jitter)."""
+    """Generated patches of `cells` z_S cells whose top rows lie at top_px (random horizontal phase, no jitter),
+    cropped to their top-left size x size (default: whole): (n, 3, P, P) in [-1, 1]."""
     generator.eval()
     rng = torch.Generator().manual_seed(seed)
     device = next(generator.parameters()).device
@@ -222,7 +241,8 @@ def fake_patches(
             generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, paired=False, jitter=False
         )
         styles = generator.texture_styles(fake.z_global, psi=psi)
-        out.append(generator(fake.inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu())
+        image = generator(fake.inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu()
+        out.append(image if size is None else image[..., :size, :size])
     return torch.cat(out)
 
 
@@ -326,14 +346,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score one model against data_dir's training split and, when data_dir has one, its evaluation split.
 
-    Pass the same `reals` to score several models on identical real samples (what `infinitygan eval A B` does).
+    Pass the same `reals` to score several models on identical real samples (what `infinitygan eval A B` does), and
+    the same options.patch_px when their training patches differ (a student's and its teacher's), so that their SWDs
+    compare patches of one size.
     SWD values are x1e3 (PGGAN); *_floor is the same distance between two disjoint real halves."""
     options = options or EvalOptions()
     generator = model.generator.eval()
     scene_height = options.scene_height or model.scene_height
     reals = reals or RealSet(Path(data_dir), scene_height, options)
-    cells = model.patch_cells
-    patch_px = generator.geometry.texture_size(cells)
+    patch_px = options.patch_px or generator.geometry.texture_size(model.patch_cells)
+    cells = cells_for_patch(generator, patch_px)
     n = options.patches
 
     result: dict[str, Any] = {}
@@ -341,7 +363,9 @@ def evaluate(
         if split == "eval" and not has_split(Path(data_dir), "eval"):
             continue
         images, top_px = reals.patches(split, patch_px)
-        fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
+        fakes = fake_patches(
+            generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch, size=patch_px
+        )
         fake_swd, floor_swd = _swd_against(fakes, images, n, options)
         result[prefix] = round(fake_swd["mean"], 3)
         result[f"{prefix}_levels"] = fake_swd["levels"]

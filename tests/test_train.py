@@ -180,6 +180,30 @@ def test_eval_cli_prints_one_json_object(landscape_dir, tmp_path, capsys):
     assert (tmp_path / "eval" / "large_render.png").is_file()
 
 
+def test_eval_cli_scores_every_model_on_patches_of_one_size(landscape_dir, tmp_path, capsys):
+    from infinitygan.checkpoint import save_generator
+    from infinitygan.cli import main
+
+    # Models trained on different windows (a teacher and its student): the run compares one patch size, the first's.
+    small = save_generator(build_generator("tiny"), tmp_path / "a.safetensors", {"scene_height": 128})
+    wide = save_generator(
+        build_generator("tiny", init_seed=1),
+        tmp_path / "b.safetensors",
+        {"scene_height": 128, "train_config": {"patch_cells": 12}},
+    )
+    base = ["eval", "--data", str(landscape_dir), "--json", "--patches", "8", "--scaleinv-images", "2", "--seeds", "2"]
+    assert main([*base, str(small), str(wide)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    sizes = {result["patch_px"] for result in results.values()}
+    assert len(sizes) == 1, results
+    assert main([*base, str(wide)]) == 0
+    assert json.loads(capsys.readouterr().out)["patch_px"] > sizes.pop()  # alone, its own larger patch
+    assert main([*base, str(wide), "--patch-px", "40"]) == 0
+    assert json.loads(capsys.readouterr().out)["patch_px"] == 40
+    assert main([*base, str(small), "--patch-px", "500"]) != 0
+    assert "--patch-px must lie in 16..128" in capsys.readouterr().err
+
+
 def test_train_cli_rejects_missing_data(tmp_path, capsys):
     from infinitygan.cli import main
 
