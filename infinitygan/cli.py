@@ -427,6 +427,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from infinitygan.evaluate import EvalOptions
+
     p = sub.add_parser(
         "eval",
         help="SWD (train and eval splits, with real floors), scale-invariant SWD, seam score and diversity",
@@ -445,7 +447,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="SWD patch side for every model (default: the first checkpoint's training patch, e.g. 69 px for the "
         "small teacher)",
     )
-    p.add_argument("--scaleinv-images", type=_int, default=64, help="4x renders for the scale-invariant SWD")
+    p.add_argument(
+        "--scaleinv-images",
+        type=_int,
+        default=EvalOptions.scaleinv_images,
+        help="whole-height renders for the scale-invariant SWD (default %(default)s: as many as --patches, so both "
+        "SWDs carry the same sample-size bias)",
+    )
     p.add_argument("--seeds", type=_int, default=8, help="world seeds for diversity and the contact sheet")
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--scene-height", type=_int, default=None, help="default: the checkpoint's training value")

@@ -11,9 +11,10 @@
 - swd_scaleinv_4x: render a scene_height-square region of each world with the world API (the full scene height,
   ~3.7x the 69 px training patch), framed like a random whole-height crop of a training photo (as many rows above
   the horizon), downsample both 4x and compare: does the model still look like the data when asked for much more
-  than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd. swd_scaleinv_4x_real_floor: the same distance
-  between two disjoint sets of real squares (64 downsampled squares are far fewer samples than 512 patches, so this
-  floor is ~2.5x the patch floor: a perfect model has scaleinv_ratio ~2.5); scaleinv_floor_ratio =
+  than it was trained on? scaleinv_ratio = swd_scaleinv_4x / swd. As many squares as patches by default (512), so
+  both SWDs carry the same sample-size bias: with 64 squares the real floor was 62.7, 2.5x the patch floor, and a
+  perfect model would have scored scaleinv_ratio ~2.5; with 512 it is 19.6, 0.8x the patch floor.
+  swd_scaleinv_4x_real_floor: the same distance between two disjoint sets of real squares; scaleinv_floor_ratio =
   swd_scaleinv_4x / its floor, to set beside swd_floor_ratio.
 - seam_score: mean gradient magnitude across 256 px chunk boundaries over the mean across the latent-cell boundaries
   one cell either side of them (same phase of the latent grid, same neighbourhood), on stitched render_region output
@@ -54,7 +55,7 @@ MIN_PYRAMID_SIZE = 16
 class EvalOptions:
     patches: int = 512  # real and fake patches each for swd (and for each half of the real floor)
     descriptors_per_image: int = 32
-    scaleinv_images: int = 64
+    scaleinv_images: int = 512  # whole-height squares for swd_scaleinv_4x (as many as patches: same SWD bias)
     seeds: int = 8  # worlds for diversity, seams and the contact sheet
     seam_seeds: int = 16  # one world's seam ratio varies by ~0.1 (std); 16 worlds bring the mean to ~+-0.025
     seed: int = 0
