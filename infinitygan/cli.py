@@ -530,8 +530,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from",
         default=None,
-        help="start G_T (and a separable G_S) from this student checkpoint (a new run only; e.g. re-distilling for a "
-        "retrained teacher)",
+        help="start G_T (and a separable G_S) from this student checkpoint, or G_T, G_S and D from this run folder's "
+        "saved state (a new run only; e.g. re-distilling for a retrained teacher, or changing a run's settings)",
     )
     p.add_argument("--threads", type=_int, default=None, help="torch CPU threads")
     p.set_defaults(handler=_cmd_distill)

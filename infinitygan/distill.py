@@ -74,7 +74,7 @@ class DistillConfig:
     adversarial_weight: float = 0.05
     psi_range: tuple[float, float] = (0.6, 1.0)  # truncation sampled per batch: the student serves psi < 1 worlds
     seed: int = 0
-    init_from: str | None = None  # a student checkpoint whose G_T starts this run (re-distilling for a new teacher)
+    init_from: str | None = None  # a student checkpoint, or a run folder (its student and D), that starts this run
     structure_weight: float = 1.0  # L1 between the student's z_S and the teacher's / its RMS (a student's own G_S)
     structure_warmup: int = 1000  # first steps: an own G_S learns the teacher's z_S alone (G_T, D untouched)
     lr_steps: tuple[tuple[int, float], ...] = ()  # (step, multiplier): from step on, G and D train at lr * multiplier
@@ -164,12 +164,24 @@ def structure_rms(teacher: Generator, cells: int = 12, batch: int = 8) -> float:
     return float(f"{rms:.3g}")
 
 
-def warm_start_student(student: Generator, checkpoint: Path) -> int:
-    """Copy another student's trained tensors (same name and shape) into `student`, leaving what it copies from the
-    teacher alone: its G_T, and its G_S where both have a separable one; returns how many were copied. Raises
-    DistillError unless every G_T tensor matches (another preset; an output noise the source lacks may stay at its
-    zero start), CheckpointError for an unreadable file."""
-    source = read_checkpoint_tensors(checkpoint)
+def init_tensors(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(student tensors, discriminator tensors) to start a run from: a student checkpoint gives its generator and no
+    D; a distillation run folder gives the student and D of its saved state (optimisers start afresh). Raises
+    CheckpointError for an unreadable checkpoint."""
+    state = Path(source) / STATE_DIR / "tensors.safetensors"
+    if state.is_file():
+        tensors = load_file(str(state))
+        student = {k[len("student.") :]: v for k, v in tensors.items() if k.startswith("student.")}
+        return student, {k[len("d.") :]: v for k, v in tensors.items() if k.startswith("d.")}
+    return read_checkpoint_tensors(source), {}
+
+
+def warm_start_student(student: Generator, checkpoint: Path, source: dict[str, torch.Tensor] | None = None) -> int:
+    """Copy another student's trained tensors (same name and shape; read from `checkpoint` unless `source` gives
+    them) into `student`, leaving what it copies from the teacher alone: its G_T, and its G_S where both have a
+    separable one; returns how many were copied. Raises DistillError unless every G_T tensor matches (another preset;
+    an output noise the source lacks may stay at its zero start), CheckpointError for an unreadable file."""
+    source = read_checkpoint_tensors(checkpoint) if source is None else source
     own = student.state_dict()
     prefixes = shared_prefixes(student)
     copied = {k: v for k, v in source.items() if not k.startswith(prefixes) and k in own and own[k].shape == v.shape}
@@ -482,10 +494,18 @@ def distill(
     else:
         config = config or DistillConfig()
         student = build_student(teacher.generator, config.student_preset)
+        d_tensors: dict[str, torch.Tensor] = {}
         if config.init_from is not None:
-            copied = warm_start_student(student, Path(config.init_from))
+            g_tensors, d_tensors = init_tensors(Path(config.init_from))
+            copied = warm_start_student(student, Path(config.init_from), g_tensors)
             log(f"warm start: {copied} student tensors (G_T, and G_S if both are separable) from {config.init_from}")
         run = Distiller(teacher, config, student)
+        if d_tensors:
+            own = run.discriminator.state_dict()
+            if set(own) != set(d_tensors) or any(own[k].shape != v.shape for k, v in d_tensors.items()):
+                raise DistillError(f"{config.init_from}'s discriminator does not fit this run's windows (--cells)")
+            run.discriminator.load_state_dict(d_tensors)
+            log(f"warm start: the discriminator of {config.init_from}")
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     stop = threading.Event()
     handled = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()

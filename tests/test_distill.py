@@ -193,6 +193,21 @@ def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
         distill(new_teacher, tmp_path / "bad", dataclasses.replace(TINY, init_from=str(wrong)), max_steps=0)
 
 
+def test_a_run_starts_from_another_runs_student_and_discriminator(tmp_path: Path):
+    teacher = teacher_model()
+    old = distill(teacher, tmp_path / "old", TINY, max_steps=3, save_every=100, log=lambda _: None)
+    stronger = dataclasses.replace(TINY, adversarial_weight=0.2, init_from=str(tmp_path / "old"))
+    run = distill(teacher, tmp_path / "new", stronger, max_steps=0, log=lambda _: None)
+    for name, tensor in old.discriminator.state_dict().items():
+        assert torch.equal(run.discriminator.state_dict()[name], tensor), name
+    for name, tensor in old.student.state_dict().items():
+        assert torch.equal(run.student.state_dict()[name], tensor), name
+    assert run.step_count == 0 and run.config.adversarial_weight == 0.2
+    # Its windows decide D's input size: a run on other windows cannot take it.
+    with pytest.raises(DistillError, match="does not fit"):
+        distill(teacher, tmp_path / "wider", dataclasses.replace(stronger, cells=12), max_steps=0, log=lambda _: None)
+
+
 def test_distillation_brings_the_student_closer_to_its_teacher():
     run = Distiller(teacher_model(), TINY)
     probe = torch.Generator().manual_seed(123)
