@@ -472,7 +472,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     config = DistillConfig(
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
         init_from=args.init_from, structure_warmup=args.structure_warmup,
-        adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step),
+        adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step), ema_beta=args.ema_beta,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -525,6 +525,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         metavar="STEP:MULT",
         help="from step STEP on, train the student and D at MULT x --lr (repeatable; on resume, STEP must not be "
         "before the run's current step)",
+    )
+    p.add_argument(
+        "--ema-beta",
+        type=float,
+        default=DistillConfig.ema_beta,
+        help="the saved student is this moving average of the trained one, per step (default %(default)s; 0: the "
+        "trained weights)",
     )
     p.add_argument("--save-every", type=_int, default=200, help="steps between saves")
     p.add_argument(

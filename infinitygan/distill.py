@@ -22,6 +22,7 @@ folder resumes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -78,6 +79,9 @@ class DistillConfig:
     structure_weight: float = 1.0  # L1 between the student's z_S and the teacher's / its RMS (a student's own G_S)
     structure_warmup: int = 1000  # first steps: an own G_S learns the teacher's z_S alone (G_T, D untouched)
     lr_steps: tuple[tuple[int, float], ...] = ()  # (step, multiplier): from step on, G and D train at lr * multiplier
+    # The saved student is an exponential moving average of the trained one (StyleGAN's G_ema), with this decay per
+    # step (0.999: a half-life of ~690 steps); 0 saves the trained weights themselves.
+    ema_beta: float = 0.999
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", tuple(sorted((int(i), float(m)) for i, m in self.lr_steps)))
@@ -86,6 +90,8 @@ class DistillConfig:
         weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
         if min(weights) < 0 or self.structure_warmup < 0:
             raise ValueError("distillation loss weights and structure_warmup must be >= 0")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ValueError(f"ema_beta must lie in [0, 1), got {self.ema_beta}")
         if self.batch < 1 or self.lr <= 0:
             raise ValueError(f"batch must be >= 1 and lr > 0, got {self.batch} and {self.lr}")
 
@@ -241,6 +247,8 @@ class Distiller:
         self.teacher = teacher.generator.eval().requires_grad_(False)
         self.config = config
         self.student = student if student is not None else build_student(self.teacher, config.student_preset)
+        # What is saved and served: the moving average of the trained student (a copy of it, never trained itself).
+        self.student_ema = copy.deepcopy(self.student).eval().requires_grad_(False)
         self.own_structure = "structure." not in shared_prefixes(self.student)
         # An own G_S regresses the teacher's z_S at unit scale (what a copied G_S feeds G_T through its input gain).
         self.structure_scale = 1.0 / structure_rms(self.teacher) if self.own_structure else 1.0
@@ -361,6 +369,7 @@ class Distiller:
         inputs = self._inputs(self.rng, config.batch)
         if self.own_structure and self.step_count < config.structure_warmup:
             losses = self._structure_step(inputs, psi)
+            self._update_ema()
             self.step_count += 1
             self.seconds += time.perf_counter() - started
             self.last = losses
@@ -393,17 +402,26 @@ class Distiller:
         loss.backward()
         self.g_opt.step()
         losses.update(pixel=float(pixel.detach()), wavelet=float(wavelet.detach()), loss=float(loss.detach()), psi=psi)
+        self._update_ema()
         self.step_count += 1
         self.seconds += time.perf_counter() - started
         self.last = losses
         return losses
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """student_ema <- beta * student_ema + (1 - beta) * student, for the trained tensors (the rest are shared)."""
+        beta = self.config.ema_beta
+        for averaged, trained in zip(self.student_ema.parameters(), self.student.parameters(), strict=True):
+            if trained.requires_grad:
+                averaged.lerp_(trained, 1.0 - beta)
 
     # ---- persistence -----------------------------------------------------------------------------------------------
     def save(self, out: Path) -> Path:
         """Write the student checkpoint and the exact resume state into `out`, atomically; returns the checkpoint."""
         out.mkdir(parents=True, exist_ok=True)
         student_path = save_generator(
-            self.student,
+            self.student_ema,
             out / STUDENT_FILE,
             metadata={
                 "scene_height": self.teacher_model.scene_height,
@@ -416,6 +434,7 @@ class Distiller:
         state = out / STATE_DIR
         state.mkdir(exist_ok=True)
         tensors = {f"student.{k}": v.contiguous() for k, v in self.student.state_dict().items()}
+        tensors.update({f"ema.{k}": v.contiguous() for k, v in self.student_ema.state_dict().items()})
         tensors.update({f"d.{k}": v.contiguous() for k, v in self.discriminator.state_dict().items()})
         tensors["rng"] = self.rng.get_state()
         optimisers = {}
@@ -456,6 +475,9 @@ class Distiller:
         run = cls(teacher, config, build_student(teacher.generator, student_config))
         tensors = load_file(str(path))
         run.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student.")})
+        # A run saved before the moving average existed starts it from its trained weights.
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        run.student_ema.load_state_dict(ema or run.student.state_dict())
         run.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
         run.rng.set_state(tensors["rng"])
         optimisers = json.loads(header["optimisers"])

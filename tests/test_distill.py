@@ -155,7 +155,10 @@ def test_distillation_resumes_exactly(tmp_path: Path):
     assert resumed.step_count == straight.step_count == 4
     for name, tensor in straight.student.state_dict().items():
         assert torch.equal(resumed.student.state_dict()[name], tensor), name
+        assert torch.equal(resumed.student_ema.state_dict()[name], straight.student_ema.state_dict()[name]), name
     saved = load_generator(tmp_path / "resumed" / "student.safetensors")
+    for name, tensor in saved.generator.state_dict().items():  # what is saved is the moving average
+        assert torch.equal(tensor, straight.student_ema.state_dict()[name]), name
     assert saved.metadata["distilled_from"] == teacher.model_hash and saved.metadata["distill_steps"] == 4
     other = LoadedGenerator.in_memory(build_generator("tiny", init_seed=9))
     with pytest.raises(DistillError, match="distils teacher"):
@@ -183,7 +186,7 @@ def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
     config = dataclasses.replace(TINY, init_from=str(tmp_path / "old" / "student.safetensors"))
     run = distill(new_teacher, tmp_path / "new", config, max_steps=0, log=lambda _: None)
     for name, tensor in run.student.state_dict().items():
-        source = new_teacher.generator if name.startswith("mapping") else old.student  # G_S and G_T: the student's
+        source = new_teacher.generator if name.startswith("mapping") else old.student_ema  # G_S, G_T: the saved ones
         assert torch.equal(tensor, source.state_dict()[name]), name
     # Resuming that run takes its own state, not the warm start again (which may be gone by then).
     (tmp_path / "old" / "student.safetensors").unlink()
@@ -191,6 +194,23 @@ def test_a_new_teacher_is_distilled_from_the_old_student(tmp_path: Path):
     wrong = save_generator(build_generator("tiny"), tmp_path / "teacher-shaped.safetensors")
     with pytest.raises(DistillError, match="not a student of this preset"):
         distill(new_teacher, tmp_path / "bad", dataclasses.replace(TINY, init_from=str(wrong)), max_steps=0)
+
+
+def test_the_saved_student_is_the_moving_average_of_the_trained_one():
+    teacher = teacher_model()
+    averaged = Distiller(teacher, dataclasses.replace(TINY, ema_beta=0.5, structure_warmup=0))
+    start = {k: v.clone() for k, v in averaged.student.state_dict().items()}
+    averaged.step()
+    name = next(n for n, p in averaged.student.named_parameters() if p.requires_grad and n.startswith("texture."))
+    trained, ema = averaged.student.state_dict()[name], averaged.student_ema.state_dict()[name]
+    assert not torch.equal(trained, start[name])
+    torch.testing.assert_close(ema, 0.5 * start[name] + 0.5 * trained)
+    plain = Distiller(teacher, dataclasses.replace(TINY, ema_beta=0.0, structure_warmup=0))
+    plain.step()
+    for key, tensor in plain.student.state_dict().items():
+        assert torch.equal(plain.student_ema.state_dict()[key], tensor), key
+    with pytest.raises(ValueError, match="ema_beta"):
+        DistillConfig(ema_beta=1.0)
 
 
 def test_a_run_starts_from_another_runs_student_and_discriminator(tmp_path: Path):
