@@ -473,6 +473,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
         init_from=args.init_from, structure_warmup=args.structure_warmup,
         adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step), ema_beta=args.ema_beta,
+        half_pixel=args.half_pixel,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -525,6 +526,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         metavar="STEP:MULT",
         help="from step STEP on, train the student and D at MULT x --lr (repeatable; on resume, STEP must not be "
         "before the run's current step)",
+    )
+    p.add_argument(
+        "--half-pixel",
+        choices=("lanczos3", "mean"),
+        default=DistillConfig.half_pixel,
+        help="how the teacher is resampled onto a student's pixels half a pixel away (default %(default)s; mean: the "
+        "2x2 mean of the first runs, which blurs the target)",
     )
     p.add_argument(
         "--ema-beta",

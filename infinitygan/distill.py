@@ -12,8 +12,10 @@ space), and a non-saturating adversarial term from a wavelet discriminator that 
 downloaded perceptual network).
 
 The two generators' pixel grids may sit half a pixel apart (the inverse Haar transform centres its pixels between
-the teacher's): `align` resamples the teacher's render onto the student's pixel positions (a 2x2 mean for a half
-pixel), exactly, from the two geometries.
+the teacher's): `align` resamples the teacher's render onto the student's pixel positions, from the two geometries,
+by Lanczos-3 interpolation (`half_pixel="lanczos3"`). The first runs took the 2x2 mean ("mean"), a box filter that
+keeps only ~0.68 of the teacher's finest Laplacian level (std 0.080 -> 0.055 on 69 px patches; Lanczos-3: 0.073):
+students learnt a blurred teacher, with half its fine detail.
 
 A run lives in a folder like training runs: `student.safetensors` (a generator checkpoint any tool loads) and
 `state/` (student, discriminator, optimisers, step, RNG) written atomically, so `distill --out` on an existing
@@ -82,6 +84,7 @@ class DistillConfig:
     # The saved student is an exponential moving average of the trained one (StyleGAN's G_ema), with this decay per
     # step (0.999: a half-life of ~690 steps); 0 saves the trained weights themselves.
     ema_beta: float = 0.999
+    half_pixel: str = "lanczos3"  # how the teacher is resampled half a pixel onto the student's grid (HALF_PIXEL)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", tuple(sorted((int(i), float(m)) for i, m in self.lr_steps)))
@@ -90,6 +93,8 @@ class DistillConfig:
         weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
         if min(weights) < 0 or self.structure_warmup < 0:
             raise ValueError("distillation loss weights and structure_warmup must be >= 0")
+        if self.half_pixel not in HALF_PIXEL:
+            raise ValueError(f"half_pixel must be one of {sorted(HALF_PIXEL)}, got {self.half_pixel!r}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1), got {self.ema_beta}")
         if self.batch < 1 or self.lr <= 0:
@@ -100,10 +105,11 @@ class DistillConfig:
 
     @classmethod
     def from_json(cls, text: str) -> DistillConfig:
-        """The config a run stored (to_json); keys an older run lacks take their defaults."""
+        """The config a run stored (to_json); keys an older run lacks take their defaults, but half_pixel: "mean"."""
         raw = json.loads(text)
         raw["psi_range"] = tuple(raw["psi_range"])
         raw["lr_steps"] = tuple(tuple(step) for step in raw.get("lr_steps", ()))
+        raw.setdefault("half_pixel", "mean")  # what every run before the setting did
         return cls(**raw)
 
     def lr_at(self, step: int) -> float:
@@ -205,16 +211,33 @@ def pixel_shift(teacher: Generator, student: Generator) -> Fraction:
     return student.geometry.output_origin - teacher.geometry.output_origin
 
 
-def align(teacher_image: torch.Tensor, student_image: torch.Tensor, shift: Fraction):
+def _lanczos_half_pixel(radius: int) -> torch.Tensor:
+    """The 2 * radius taps that interpolate a signal half-way between two samples (at offsets +-0.5, +-1.5, ...) with
+    the Lanczos kernel sinc(x) sinc(x / radius), normalised to sum 1."""
+    offsets = torch.arange(-radius, radius, dtype=torch.float64) + 0.5
+    taps = torch.sinc(offsets) * torch.sinc(offsets / radius)
+    return (taps / taps.sum()).float()
+
+
+# Half-pixel resampling filters (taps along each axis), applied separably and valid.
+HALF_PIXEL = {"mean": torch.tensor([0.5, 0.5]), "lanczos3": _lanczos_half_pixel(3)}
+
+
+def align(teacher_image: torch.Tensor, student_image: torch.Tensor, shift: Fraction, half_pixel: str = "lanczos3"):
     """(teacher, student) crops covering the same world positions: the teacher resampled onto the student's pixel
-    centres (shift's fractional part 0 or 1/2), both cut to their overlap. Raises DistillError for other shifts."""
+    centres when shift's fractional part is 1/2 (HALF_PIXEL[half_pixel], a valid separable filter), both cut to
+    their overlap. Raises DistillError for other fractional shifts or windows that barely overlap."""
     whole = math.floor(shift)
     frac = shift - whole
     if frac == Fraction(1, 2):
-        teacher_image = F.avg_pool2d(teacher_image, 2, stride=1)  # the mean of the 2x2 around a half-pixel position
+        taps = HALF_PIXEL[half_pixel].to(teacher_image)
+        k, channels = taps.numel(), teacher_image.shape[1]
+        teacher_image = F.conv2d(teacher_image, taps.view(1, 1, 1, k).expand(channels, 1, 1, k), groups=channels)
+        teacher_image = F.conv2d(teacher_image, taps.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
+        whole -= k // 2 - 1  # filtered element i sits at teacher position i + (k - 1) / 2
     elif frac != 0:
         raise DistillError(f"cannot align pixel grids {float(frac)} px apart")
-    # Student element i <-> teacher element i + whole.
+    # Student element i <-> (filtered) teacher element i + whole.
     start = max(0, -whole)
     stop = min(student_image.shape[-1], teacher_image.shape[-1] - whole)
     if stop - start < 8:
@@ -295,7 +318,7 @@ class Distiller:
             student_styles = self.student.texture_styles(z_global, psi=psi)  # the same w: mapping is shared
         image, z_s = self.student.synthesize(student_inputs, z_global * psi, student_styles)
         structure = (z_s - target_z * self.structure_scale).abs().mean() if self.own_structure else z_s.new_zeros(())
-        return (*align(target, image, self.shift), structure)
+        return (*align(target, image, self.shift, self.config.half_pixel), structure)
 
     def _structure_step(self, inputs, psi: float) -> dict[str, float]:
         """A warm-up step of an own G_S: the teacher's z_S alone (G_T and D are not run)."""
@@ -338,10 +361,10 @@ class Distiller:
             other_noises = [torch.randn(n.shape, generator=noise_rng) for n in teacher_inputs.noises]
             other_noise = self.teacher.texture(target_z, teacher_styles, other_noises)
             values = {
-                "student": pyramid_l1(*align(target, image, self.shift)),
+                "student": pyramid_l1(*align(target, image, self.shift, self.config.half_pixel)),
                 "teacher_other_noise": pyramid_l1(other_noise, target),
                 "teacher_g_t_on_student_z_s": pyramid_l1(hybrid_gs, target),
-                "student_g_t_on_teacher_z_s": pyramid_l1(*align(target, hybrid_gt, self.shift)),
+                "student_g_t_on_teacher_z_s": pyramid_l1(*align(target, hybrid_gt, self.shift, self.config.half_pixel)),
                 "z_s_relative_l1": (z_s - unit_target_z).abs().mean() / unit_target_z.abs().mean()
                 if self.own_structure
                 else torch.zeros(()),

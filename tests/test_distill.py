@@ -165,6 +165,29 @@ def test_distillation_resumes_exactly(tmp_path: Path):
         Distiller.resume(tmp_path / "resumed", other)
 
 
+@pytest.mark.parametrize("half_pixel", ["mean", "lanczos3"])
+def test_align_puts_the_teacher_on_the_students_pixel_positions(half_pixel):
+    from fractions import Fraction
+
+    from infinitygan.distill import align
+
+    def ramp(size: int, origin: float, frequency: float = 0.0) -> torch.Tensor:
+        """An image whose pixel (r, c) shows world position (origin + r, origin + c): a ramp (and a sinusoid)."""
+        position = origin + torch.arange(size, dtype=torch.float64)
+        values = 0.01 * position + 0.3 * torch.sin(2 * torch.pi * frequency * position)
+        return (values[:, None] + 2 * values[None, :]).float().expand(1, 3, size, size)
+
+    shift = Fraction(-47, 2)  # small-mobile against small: the student's pixel 0 sits at the teacher's -23.5
+    teacher, student = ramp(120, 0.0), ramp(70, float(shift))
+    t, s = align(teacher, student, shift, half_pixel)
+    assert t.shape == s.shape and t.shape[-1] >= 40
+    torch.testing.assert_close(t, s, atol=1e-4, rtol=0)  # a ramp: both filters interpolate it exactly
+    # Detail 3.3 px across: the 2x2 mean keeps 0.45 of it, Lanczos-3 0.84 (what a student learns to draw).
+    t, s = align(ramp(120, 0.0, 0.3), ramp(70, float(shift), 0.3), shift, half_pixel)
+    error = float((t - s).abs().mean() / s.sub(s.mean()).abs().mean())
+    assert error < 0.2 if half_pixel == "lanczos3" else error > 0.3, error
+
+
 def test_a_resumed_distillation_may_add_learning_rate_steps_but_not_rewrite_its_past(tmp_path: Path):
     teacher = teacher_model()
     distill(teacher, tmp_path / "run", TINY, max_steps=3, save_every=100, log=lambda _: None)
@@ -211,6 +234,8 @@ def test_the_saved_student_is_the_moving_average_of_the_trained_one():
         assert torch.equal(plain.student_ema.state_dict()[key], tensor), key
     with pytest.raises(ValueError, match="ema_beta"):
         DistillConfig(ema_beta=1.0)
+    with pytest.raises(ValueError, match="half_pixel"):
+        DistillConfig(half_pixel="cubic")
 
 
 def test_a_run_starts_from_another_runs_student_and_discriminator(tmp_path: Path):
