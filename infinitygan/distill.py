@@ -47,7 +47,7 @@ from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_coords, sample_local
-from infinitygan.training.config import lr_multiplier
+from infinitygan.training.config import checked_lr_steps, extended_lr_steps, lr_multiplier
 from infinitygan.wavelets import haar_dwt
 from infinitygan.world import World, WorldSpec, noise_images
 
@@ -87,9 +87,7 @@ class DistillConfig:
     half_pixel: str = "lanczos3"  # how the teacher is resampled half a pixel onto the student's grid (HALF_PIXEL)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr_steps", tuple(sorted((int(i), float(m)) for i, m in self.lr_steps)))
-        if any(i < 0 or not 0.0 < m <= 1.0 for i, m in self.lr_steps):
-            raise ValueError(f"lr_steps need step >= 0 and 0 < multiplier <= 1, got {self.lr_steps}")
+        object.__setattr__(self, "lr_steps", checked_lr_steps(self.lr_steps))
         weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
         if min(weights) < 0 or self.structure_warmup < 0:
             raise ValueError("distillation loss weights and structure_warmup must be >= 0")
@@ -108,7 +106,6 @@ class DistillConfig:
         """The config a run stored (to_json); keys an older run lacks take their defaults, but half_pixel: "mean"."""
         raw = json.loads(text)
         raw["psi_range"] = tuple(raw["psi_range"])
-        raw["lr_steps"] = tuple(tuple(step) for step in raw.get("lr_steps", ()))
         raw.setdefault("half_pixel", "mean")  # what every run before the setting did
         return cls(**raw)
 
@@ -119,10 +116,7 @@ class DistillConfig:
     def resumed_with(self, step: int, lr_steps: tuple[tuple[int, float], ...]) -> DistillConfig:
         """This config with lr_steps added for a run resumed at `step`; each must lie at or after `step`, so the
         recorded config stays true of every step already trained. Raises ValueError otherwise."""
-        past = [f"{i}:{m}" for i, m in lr_steps if i < step]
-        if past:
-            raise ValueError(f"the run is at step {step}; a learning-rate step cannot start before it: {past}")
-        return dataclasses.replace(self, lr_steps=(*self.lr_steps, *lr_steps))
+        return dataclasses.replace(self, lr_steps=extended_lr_steps(self.lr_steps, lr_steps, step))
 
 
 def build_student(teacher: Generator, preset: str | GeneratorConfig, *, init_seed: int = 0) -> Generator:

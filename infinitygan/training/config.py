@@ -36,6 +36,23 @@ def parse_lr_step(text: str) -> tuple[int, float]:
     return step
 
 
+def checked_lr_steps(lr_steps) -> tuple[tuple[int, float], ...]:
+    """(step, multiplier) pairs, sorted, as (int, float); raises ValueError unless step >= 0 and 0 < multiplier <= 1."""
+    steps = tuple(sorted((int(i), float(m)) for i, m in lr_steps))
+    if any(i < 0 or not 0.0 < m <= 1.0 for i, m in steps):
+        raise ValueError(f"lr_steps need step >= 0 and 0 < multiplier <= 1, got {steps}")
+    return steps
+
+
+def extended_lr_steps(lr_steps, added, step: int) -> tuple[tuple[int, float], ...]:
+    """lr_steps with `added` for a run resumed at `step`; each added step must lie at or after it, so a recorded
+    schedule stays true of every step already trained. Raises ValueError otherwise."""
+    past = [f"{i}:{m}" for i, m in added if i < step]
+    if past:
+        raise ValueError(f"the run is at step {step}; a learning-rate step cannot start before it: {past}")
+    return checked_lr_steps((*lr_steps, *added))
+
+
 def lr_multiplier(lr_steps: tuple[tuple[int, float], ...], iteration: int) -> float:
     """The multiplier of the last (iteration, multiplier) step at or before `iteration` (1.0 before the first)."""
     multiplier = 1.0
@@ -116,9 +133,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.lr_steps = tuple(sorted((int(i), float(m)) for i, m in self.lr_steps))
-        if any(i < 0 or not 0.0 < m <= 1.0 for i, m in self.lr_steps):
-            raise ValueError(f"lr_steps need iteration >= 0 and 0 < multiplier <= 1, got {self.lr_steps}")
+        self.lr_steps = checked_lr_steps(self.lr_steps)
         if self.batch < 2 or self.batch % 2:
             raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
         if not (math.isfinite(self.structure_gain_weight) and self.structure_gain_weight >= 0):
@@ -176,7 +191,4 @@ class TrainConfig:
         unknown = sorted(set(runtime) - allowed)
         if unknown:
             raise ValueError(f"a resumed run keeps its recipe; cannot change {unknown}")
-        past = [f"{i}:{m}" for i, m in lr_steps if i < step]
-        if past:
-            raise ValueError(f"the run is at iteration {step}; a learning-rate step cannot start before it: {past}")
-        return dataclasses.replace(self, lr_steps=(*self.lr_steps, *lr_steps), **runtime)
+        return dataclasses.replace(self, lr_steps=extended_lr_steps(self.lr_steps, lr_steps, step), **runtime)
