@@ -50,6 +50,11 @@ class GeneratorConfig:
     haar_skip: how a "haar" G_T upsamples its RGB skip between stages: "nearest" (the LL band's inverse Haar
         transform; checkpoints from before this field) or "linear" (that, blurred into bilinear interpolation with the
         margin the stage's conv leaves anyway: no block grid, same geometry). Ignored by "transposed".
+    output_low_band: (wavelet output only) how the image's low band (the RGB skip plus the last LL band) is placed on
+        the output pixels: "nearest" (the inverse Haar transform spreads each value over 2 x 2 pixels: a grid of
+        2-px blocks the detail bands must cancel; checkpoints from before this field) or "linear" (bilinear, the
+        way haar_skip "linear" places the skip, and only the LH/HL/HH bands go through the inverse transform; the
+        output loses one pixel per side, which lacks a neighbour to interpolate with).
     output_noise: (wavelet output only) the image also takes grain from one more noise image, at the output's step
         (layer 2 * stages: a stage-k teacher's last stage injects noise at that step, with the same hash, so a student
         distilled from it reads the very noise that drives its teacher's finest texture): OUTPUT_NOISE_FILTERS learned
@@ -82,6 +87,7 @@ class GeneratorConfig:
     structure_conv: TextureConv = "full"
     haar_skip: HaarSkip = "nearest"
     output_noise: bool = False
+    output_low_band: HaarSkip = "nearest"
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -94,6 +100,10 @@ class GeneratorConfig:
             raise ValueError("output_noise needs wavelet_output (it adds grain at the step the Haar bands reach)")
         if self.haar_skip not in HAAR_SKIPS:
             raise ValueError(f"haar_skip must be one of {HAAR_SKIPS}, got {self.haar_skip!r}")
+        if self.output_low_band not in HAAR_SKIPS:
+            raise ValueError(f"output_low_band must be one of {HAAR_SKIPS}, got {self.output_low_band!r}")
+        if self.output_low_band != "nearest" and not self.wavelet_output:
+            raise ValueError("output_low_band needs wavelet_output (it places the low band of the Haar bands)")
         if self.structure_kernel % 2 == 0:
             raise ValueError("structure_kernel must be odd so margins are symmetric")
         if not (math.isfinite(self.texture_input_gain) and self.texture_input_gain > 0):
@@ -156,6 +166,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         structure_conv="separable",
         haar_skip="linear",
         output_noise=True,
+        output_low_band="linear",
     ),
     # CPU serving: at most ~5 GFLOP per 256x256 tile (bench/bench_generator.py counts it).
     "small": GeneratorConfig(
@@ -182,7 +193,7 @@ PRESETS: dict[str, GeneratorConfig] = {
     # depthwise-separable modulated convs (G_S: the teacher's margins and width, 24x fewer MACs: it was 0.8 of the
     # 0.91 GFLOP per tile with the teacher's G_S), inverse-Haar upsampling and a wavelet output (same 16 px cell), a
     # linear RGB skip and an output noise (the teacher's last-stage noise: SWD 61.3 instead of 107.1 in a 40-min A/B,
-    # MODEL_CARD.md).
+    # MODEL_CARD.md), and a bilinear output low band (no 2-px blocks at the output).
     "small-mobile": GeneratorConfig(
         preset="small-mobile",
         global_dim=128,
@@ -197,6 +208,7 @@ PRESETS: dict[str, GeneratorConfig] = {
         structure_conv="separable",
         haar_skip="linear",
         output_noise=True,
+        output_low_band="linear",
     ),
     # GPU training.
     "base": GeneratorConfig(

@@ -122,6 +122,8 @@ class TextureSynthesizer(nn.Module):
             TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample(config.haar_skip)
         )
         self.wavelet_output = config.wavelet_output
+        self.output_low_band = config.output_low_band
+        self.low_band_upsample = HaarSkipUpsample("linear") if config.output_low_band == "linear" else None
         self.input_gain = config.texture_input_gain
         self.output_noise = OutputNoise(widths[-1], config.w_dim) if config.output_noise else None
 
@@ -145,14 +147,25 @@ class TextureSynthesizer(nn.Module):
             stage_rgb = stage.to_rgb(x, _fit(styles[2 * i + 2], x))
             skip = None if rgb is None else center_crop(self.skip_upsample(rgb), *x.shape[-2:])
             if stage_rgb.shape[1] == 12:  # Haar bands of the image (wavelet output): the skip is their LL band
-                if skip is not None:
-                    stage_rgb = stage_rgb + torch.cat([2.0 * skip, torch.zeros_like(skip).repeat(1, 3, 1, 1)], dim=1)
-                image = haar_iwt(stage_rgb)
-                if self.output_noise is not None:
-                    image = image + self.output_noise(x, _fit(styles[2 * i + 2], x), noises[-1])
-                return image
+                return self._wavelet_image(stage_rgb, skip, x, _fit(styles[2 * i + 2], x), noises[-1])
             rgb = stage_rgb if skip is None else stage_rgb + skip
         return rgb
+
+    def _wavelet_image(self, bands, skip, x, style, noise) -> torch.Tensor:
+        """The image of the last stage's (B, 12, h, w) Haar bands, the RGB skip (B, 3, h, w) or None, and the output
+        noise: (B, 3, 2h - 2m, 2w - 2m), m = geometry.output_margin."""
+        if self.output_low_band == "nearest":
+            if skip is not None:
+                bands = bands + torch.cat([2.0 * skip, torch.zeros_like(skip).repeat(1, 3, 1, 1)], dim=1)
+            image = haar_iwt(bands)
+        else:  # the low band bilinearly (the LL band is twice the mean of its 2 x 2 pixels), the details by iDWT
+            low = bands[:, :3] * 0.5 if skip is None else bands[:, :3] * 0.5 + skip
+            details = haar_iwt(torch.cat([torch.zeros_like(low), bands[:, 3:]], dim=1))
+            image = self.low_band_upsample(low) + details[..., 1:-1, 1:-1]
+        if self.output_noise is not None:
+            grain = self.output_noise(x, style, noise)
+            image = image + center_crop(grain, *image.shape[-2:])
+        return image
 
 
 def _fit(style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -33,11 +33,25 @@ class Geometry:
     structure_margin: int  # z_l cells lost per side by G_S
     wavelet_output: bool = False  # the image is the inverse Haar transform of the last layer's 4 bands (SWAGAN)
     output_noise: bool = False  # one more noise image at the output's step (GeneratorConfig.output_noise)
+    output_low_band: str = "nearest"  # GeneratorConfig.output_low_band: "linear" crops one output pixel per side
 
     @classmethod
     def of(cls, config: GeneratorConfig) -> Geometry:
         margin = config.structure_blocks * (config.structure_kernel // 2)
-        return cls(config.stages, config.upsampler, margin, config.wavelet_output, config.output_noise)
+        return cls(
+            config.stages,
+            config.upsampler,
+            margin,
+            config.wavelet_output,
+            config.output_noise,
+            config.output_low_band,
+        )
+
+    @property
+    def output_margin(self) -> int:
+        """Output pixels lost per side after the last layer: 1 when a wavelet output's low band is interpolated
+        bilinearly (its outer pixels lack a neighbour), else 0."""
+        return int(self.wavelet_output and self.output_low_band == "linear")
 
     @property
     def cell_px(self) -> int:
@@ -51,9 +65,9 @@ class Geometry:
     # ---- sizes -------------------------------------------------------------------------------------------------
     def layer_sizes(self, cells: int) -> list[int]:
         """Spatial size after each G_T layer (upsampling layer, then 3x3 conv, per stage) for a z_S window: the size
-        of each layer's noise image. With output_noise, one more: the output noise, the output plus the 3 elements
-        its 4 x 4 valid filters consume (layer 2 * stages, centred like every layer, so its element 0 sits 3/2
-        pixels before output pixel 0)."""
+        of each layer's noise image. With output_noise, one more: the output noise, twice the last layer plus the 3
+        elements its 4 x 4 valid filters consume (layer 2 * stages, centred like every layer, so its element 0 sits
+        3/2 pixels before the uncropped output's pixel 0; output_margin pixels per side are cut after)."""
         sizes, size = [], cells
         for _ in range(self.stages):
             size = 2 * size - 3 if self.upsampler == "transposed" else 2 * size
@@ -66,10 +80,10 @@ class Geometry:
 
     def texture_size(self, cells: int) -> int:
         """Output pixels of an n-cell z_S window: the last layer has 2^k n - 5 (2^k - 1) (transposed) or
-        2^k n - 2 (2^k - 1) (Haar) elements, and a wavelet output doubles that."""
+        2^k n - 2 (2^k - 1) (Haar) elements, and a wavelet output doubles that (less output_margin per side)."""
         per_stage_margin = 5 if self.upsampler == "transposed" else 2
         features = self.feature_cell_px * cells - per_stage_margin * (self.feature_cell_px - 1)
-        return 2 * features if self.wavelet_output else features
+        return 2 * features - 2 * self.output_margin if self.wavelet_output else features
 
     def min_cells(self) -> int:
         """The smallest z_S window whose every layer has a positive size."""
@@ -103,8 +117,9 @@ class Geometry:
     def output_origin(self) -> Fraction:
         last = 2 * self.stages - 1
         if self.wavelet_output:
-            # The inverse Haar transform puts output pixels 2i and 2i + 1 a quarter step either side of element i.
-            return self.layer_origin(last) - self.layer_step(last) / 4
+            # The inverse Haar transform puts output pixels 2i and 2i + 1 a quarter step either side of element i;
+            # output_margin of them are cropped.
+            return self.layer_origin(last) - self.layer_step(last) / 4 + self.output_margin
         return self.layer_origin(last)
 
     @cached_property
@@ -145,7 +160,8 @@ class Geometry:
     # ---- footprints ------------------------------------------------------------------------------------------------
     def structure_cell_reach(self) -> Fraction:
         """How far (in pixels, each side of its centre) one z_S cell's value reaches into the output."""
-        reach = Fraction(1, 2) if self.wavelet_output else Fraction(0)  # the inverse Haar transform's half pixel
+        # The inverse Haar transform's half pixel; a bilinear low band reaches one pixel further.
+        reach = Fraction(1, 2) + self.output_margin if self.wavelet_output else Fraction(0)
         for stage in range(self.stages):
             step_out = Fraction(self.cell_px, 2 ** (stage + 1))
             # transposed: the 3-tap transposed conv and the blur each reach one output pixel, the conv one more;

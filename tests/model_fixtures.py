@@ -9,15 +9,17 @@ import torch
 from infinitygan import Generator, build_generator, preset_config
 
 # Every upsampler, with and without SWAGAN's wavelet output ("+wavelet": three feature stages and Haar bands out,
-# so the latent cell stays 16 px like the others).
-ARCHITECTURES = ["transposed", "haar", "transposed+wavelet", "haar+wavelet"]
+# so the latent cell stays 16 px like the others; "+linear": its low band placed bilinearly, output_low_band).
+ARCHITECTURES = ["transposed", "haar", "transposed+wavelet", "haar+wavelet", "haar+wavelet+linear"]
 
 
 def tiny_config(architecture: str = "transposed"):
-    upsampler, _, output = architecture.partition("+")
+    upsampler, *output = architecture.split("+")
     config = preset_config("tiny", upsampler)
-    if output == "wavelet":
+    if "wavelet" in output:
         config = dataclasses.replace(config, texture_widths=config.texture_widths[:-1], wavelet_output=True)
+    if "linear" in output:
+        config = dataclasses.replace(config, output_low_band="linear")
     return config
 
 

@@ -1,9 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 
 from infinitygan import World, WorldSpec
 from infinitygan.geometry import Geometry
-from tests.model_fixtures import ARCHITECTURES, lively_tiny_generator
+from tests.model_fixtures import ARCHITECTURES, lively_tiny_generator, tiny_config
 
 UPSAMPLERS = ARCHITECTURES
 
@@ -25,7 +27,8 @@ def test_size_algebra_matches_module_outputs(upsampler, cells):
     k = geometry.stages
     features = 2**k * cells - (5 if upsampler.startswith("transposed") else 2) * (2**k - 1)
     assert features == geometry.layer_sizes(cells)[-1]
-    assert geometry.texture_size(cells) == (2 * features if geometry.wavelet_output else features)
+    expected = 2 * features - 2 * geometry.output_margin if geometry.wavelet_output else features
+    assert geometry.texture_size(cells) == expected
     assert geometry.cell_px == 16
 
 
@@ -83,3 +86,34 @@ def test_one_latent_cell_changes_pixels_only_inside_its_footprint(upsampler):
     assert lo_c <= int(cols.min()) + origin and int(cols.max()) + origin < hi_c
     # and the footprint is tight: the change reaches close to its documented edges
     assert int(rows.max()) + origin >= hi_r - 1 - geometry.cell_px
+
+
+def test_linear_output_low_band_is_the_bilinear_nearest_output_without_blocks():
+    """With the detail bands silenced, a "nearest" wavelet output is 2 x 2 blocks of its low band; "linear" places
+    the same low band bilinearly: the bilinear interpolation of those block values, one pixel cropped per side."""
+    nearest = lively_tiny_generator("haar+wavelet")
+    linear = lively_tiny_generator("haar+wavelet+linear")
+    linear.load_state_dict(nearest.state_dict())
+    for generator in (nearest, linear):
+        with torch.no_grad():
+            generator.texture.stages[-1].to_rgb.conv.weight[3:].zero_()
+            generator.texture.stages[-1].to_rgb.bias[:, 3:].zero_()
+    assert nearest.texture.output_noise is None
+    world = World(nearest, WorldSpec(seed=3))
+    cells = nearest.geometry.min_cells() + 2
+    inputs = world.window_inputs(0, 0, cells, cells)
+    with torch.no_grad():
+        blocks = nearest(inputs, world.structure_style, world.texture_styles)
+        smooth = linear(inputs, world.structure_style, world.texture_styles)
+    values = blocks[..., ::2, ::2]
+    torch.testing.assert_close(blocks, values.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    bilinear = torch.nn.functional.interpolate(values, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(smooth, bilinear[..., 1:-1, 1:-1], rtol=0, atol=1e-5)
+    assert linear.geometry.output_origin == nearest.geometry.output_origin + 1
+
+
+def test_output_low_band_needs_a_wavelet_output():
+    with pytest.raises(ValueError, match="output_low_band needs wavelet_output"):
+        dataclasses.replace(tiny_config("haar"), output_low_band="linear")
+    with pytest.raises(ValueError, match="output_low_band must be one of"):
+        dataclasses.replace(tiny_config("haar+wavelet"), output_low_band="cubic")
