@@ -299,6 +299,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             init_from=args.init_from,
             noise_free_stages=args.noise_free_stages,
             structure_gain_weight=args.structure_gain_weight,
+            scene_weight=args.scene_weight,
+            scene_interval=args.scene_interval,
             lr_steps=tuple(args.lr_step),
             **runtime,
         )
@@ -357,6 +359,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=defaults.structure_gain_weight,
         help="penalise G_T's gain with respect to z_S (a new run; default %(default)s: off): a low-gain teacher is "
         "one whose G_S a distilled student can learn",
+    )
+    p.add_argument(
+        "--scene-weight",
+        type=float,
+        default=defaults.scene_weight,
+        help="weight of a second discriminator's term that judges whole-height squares downsampled 4x, like the "
+        "ScaleInv-4x score (a new run; default %(default)s: off)",
+    )
+    p.add_argument(
+        "--scene-interval",
+        type=_int,
+        default=defaults.scene_interval,
+        help="iterations between whole-scene steps (a new run; default %(default)s)",
     )
     p.add_argument(
         "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"

@@ -12,6 +12,7 @@ from infinitygan.config import PRESETS, GeneratorConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 D_INPUTS = ("rgb", "wavelet")
+SCENE_DOWNSAMPLE = 4  # D_scene judges whole-height squares downsampled like the ScaleInv-4x score (evaluate.py)
 # Settings a resumed run may change: when and where it runs, not what it learns.
 RUNTIME_FIELDS = (
     "max_iterations",
@@ -91,6 +92,11 @@ class TrainConfig:
     training (2.7 for the first model, 34.5 at 51,270 iterations: a 1% error in z_S moved the image by a third), and
     a distilled student's G_S, never that exact, could not feed such a G_T; the shipped model trained at 0.001
     (gain 6.7). 0: off (older runs).
+    scene_weight: weight of the whole-scene adversarial term (phases.scene_d_step / scene_g_step): every
+        scene_interval iterations, scene_batch whole-height squares (scene_height px, framed like the photos: the
+        horizon on its row) are rendered and, downsampled SCENE_DOWNSAMPLE x like the ScaleInv-4x score, judged by a
+        second discriminator D_scene against real squares. The patch D never sees more than a patch, so nothing
+        else tells G how large a pale patch or a band of hills may grow across the scene. 0: off (older runs).
     Sizes are in pixels, rates per iteration; batch is in images.
     """
 
@@ -119,6 +125,9 @@ class TrainConfig:
     init_from: str | None = None
     noise_free_stages: int = 1
     structure_gain_weight: float = 0.0
+    scene_weight: float = 0.0
+    scene_interval: int = 4
+    scene_batch: int = 2
     init_seed: int = 0
     seed: int = 0
     data_seed: int = 0
@@ -138,6 +147,15 @@ class TrainConfig:
             raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
         if not (math.isfinite(self.structure_gain_weight) and self.structure_gain_weight >= 0):
             raise ValueError(f"structure_gain_weight must be >= 0, got {self.structure_gain_weight}")
+        if not (math.isfinite(self.scene_weight) and self.scene_weight >= 0):
+            raise ValueError(f"scene_weight must be >= 0, got {self.scene_weight}")
+        if self.scene_interval < 1 or self.scene_batch < 2 or self.scene_batch % 2:
+            raise ValueError(
+                f"scene_interval must be >= 1 and scene_batch even and >= 2, got {self.scene_interval} and "
+                f"{self.scene_batch}"
+            )
+        if self.scene_weight > 0 and self.scene_height % SCENE_DOWNSAMPLE:
+            raise ValueError(f"scene_height must be a multiple of {SCENE_DOWNSAMPLE} for the whole-scene D")
         if self.patch_cells < 1:
             raise ValueError(f"patch_cells must be positive, got {self.patch_cells}")
         if self.preset not in PRESETS:

@@ -29,7 +29,7 @@ from infinitygan.generator import build_generator
 from infinitygan.losses import PathLengthRegularizer
 from infinitygan.sampling import FakeBatch, sample_fake_inputs
 from infinitygan.training import phases
-from infinitygan.training.config import TrainConfig
+from infinitygan.training.config import SCENE_DOWNSAMPLE, TrainConfig
 from infinitygan.training.phases import Models, lazy_adam
 from infinitygan.training.state import (
     RunState,
@@ -78,6 +78,16 @@ class Trainer:
             max_width=config.d_max_width,
             wavelet_input=config.d_input == "wavelet",
         ).to(self.device)
+        scene_discriminator = scene_d_opt = None
+        if config.scene_weight > 0:
+            torch.manual_seed(config.init_seed + 2)
+            scene_discriminator = Discriminator(
+                config.scene_height // SCENE_DOWNSAMPLE,
+                base_width=config.d_base_width,
+                max_width=config.d_max_width,
+                wavelet_input=config.d_input == "wavelet",
+            ).to(self.device)
+            scene_d_opt = torch.optim.Adam(scene_discriminator.parameters(), lr=config.lr, betas=config.betas, eps=1e-8)
         self.models = Models(
             generator=generator,
             discriminator=discriminator,
@@ -85,6 +95,8 @@ class Trainer:
             g_opt=lazy_adam(generator.parameters(), config, config.pl_interval),
             d_opt=lazy_adam(discriminator.parameters(), config, config.r1_interval),
             path_length=PathLengthRegularizer(),
+            scene_discriminator=scene_discriminator,
+            scene_d_opt=scene_d_opt,
         )
         self.dataset = PatchDataset(
             self.data_dir,
@@ -93,6 +105,19 @@ class Trainer:
             length=2**62,
             seed=config.data_seed,
             split="train",
+        )
+        # Whole-height squares for D_scene: "patches" as tall as the scene, at uniform columns, horizon on its row.
+        self.scene_dataset = (
+            PatchDataset(
+                self.data_dir,
+                scene_height=config.scene_height,
+                patch_size=config.scene_height,
+                length=2**62,
+                seed=config.data_seed + 1,
+                split="train",
+            )
+            if config.scene_weight > 0
+            else None
         )
         self.rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
@@ -132,6 +157,13 @@ class Trainer:
         vpos = torch.stack([item["vpos"] for item in items]).to(self.device)
         return images, top_px, vpos
 
+    def real_scenes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scene_batch whole-height squares (B, 3, H, H), their top rows relative to the horizon) for this step."""
+        start = self.step // self.config.scene_interval * self.config.scene_batch
+        items = [self.scene_dataset[start + i] for i in range(self.config.scene_batch)]
+        images = torch.stack([item["image"] for item in items]).to(self.device)
+        return images, torch.tensor([float(item["top_px"]) for item in items], dtype=torch.float64)
+
     def train_step(self) -> None:
         config, models, rng = self.config, self.models, self.rng
         real, top_px, vpos = self.real_batch()
@@ -142,6 +174,10 @@ class Trainer:
         self.losses.update(phases.g_step(models, config, top_px, vpos, rng))
         if self.step % config.pl_interval == 0:
             self.losses.update(phases.path_length_step(models, config, top_px, rng))
+        if self.scene_dataset is not None and self.step % config.scene_interval == 0:
+            scenes, scene_top_px = self.real_scenes()
+            self.losses.update(phases.scene_d_step(models, config, scenes, scene_top_px, rng))
+            self.losses.update(phases.scene_g_step(models, config, scene_top_px, rng))
         phases.update_ema(models, 0.5 ** (config.batch / self.ema_half_life()))
         self.step += 1
         bad = [name for name, value in self.losses.items() if not math.isfinite(value)]
@@ -362,4 +398,4 @@ def train(
     return trainer
 
 
-_SHOWN = ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t")
+_SHOWN = ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t", "d_scene", "g_scene")

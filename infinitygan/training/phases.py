@@ -11,6 +11,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from infinitygan.augment import diff_augment
 from infinitygan.discriminator import Discriminator
@@ -25,7 +26,7 @@ from infinitygan.losses import (
     structure_gain,
 )
 from infinitygan.sampling import FakeBatch, paired_labels, sample_fake_inputs
-from infinitygan.training.config import TrainConfig
+from infinitygan.training.config import SCENE_DOWNSAMPLE, TrainConfig
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Models:
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
     path_length: PathLengthRegularizer
+    # The whole-scene critic and its optimiser (TrainConfig.scene_weight > 0), else None.
+    scene_discriminator: Discriminator | None = None
+    scene_d_opt: torch.optim.Optimizer | None = None
 
 
 def lazy_adam(params, config: TrainConfig, interval: int) -> torch.optim.Adam:
@@ -52,6 +56,9 @@ def set_lr(models: Models, config: TrainConfig, iteration: int) -> None:
     for opt, interval in ((models.g_opt, config.pl_interval), (models.d_opt, config.r1_interval)):
         for group in opt.param_groups:
             group["lr"] = lr * interval / (interval + 1)
+    if models.scene_d_opt is not None:  # R1 every step: no lazy-regularisation factor
+        for group in models.scene_d_opt.param_groups:
+            group["lr"] = lr
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -159,6 +166,68 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
     loss.backward()
     models.g_opt.step()
     return logged
+
+
+def scene_cells(generator: Generator, scene_height: int) -> int:
+    """The smallest z_S window whose output covers a scene_height square."""
+    cells = generator.geometry.min_cells()
+    while generator.geometry.texture_size(cells) < scene_height:
+        cells += 1
+    return cells
+
+
+def _fake_scenes(models: Models, config: TrainConfig, top_px: torch.Tensor, rng, device) -> torch.Tensor:
+    """(B, 3, H/4, H/4): G's whole-height squares, H = scene_height, their top row top_px rows from the horizon,
+    downsampled SCENE_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score)."""
+    g, size = models.generator, config.scene_height
+    batch = sample_fake_inputs(g, top_px, scene_cells(g, size), rng, device, mixing=config.style_mixing, paired=False)
+    images = g(batch.inputs, batch.z_global, batch.styles)[..., :size, :size]
+    return F.avg_pool2d(images, SCENE_DOWNSAMPLE)
+
+
+def _judge_scenes(
+    d: Discriminator, images: torch.Tensor, config: TrainConfig, rng
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, 0 * position): D_scene has no position label (every square holds the whole height); the zero term
+    keeps its position head in the graph."""
+    logits, position = d(diff_augment(images, config.augment_policy, rng))
+    return logits.float(), 0 * position.float().sum()
+
+
+def scene_d_step(
+    models: Models, config: TrainConfig, real: torch.Tensor, top_px: torch.Tensor, rng
+) -> dict[str, float]:
+    """D_scene: logistic loss on real whole-height squares (B, 3, H, H) against G's at the same framing (top_px),
+    both downsampled SCENE_DOWNSAMPLE x, plus R1 (r1_gamma) on the reals, in one step."""
+    g, d, device = models.generator, models.scene_discriminator, real.device
+    g.requires_grad_(False)
+    d.requires_grad_(True)
+    with torch.no_grad():
+        fake = _fake_scenes(models, config, top_px, rng, device)
+    real = F.avg_pool2d(real, SCENE_DOWNSAMPLE).detach().requires_grad_(True)
+    fake_logits, fake_zero = _judge_scenes(d, fake, config, rng)
+    real_logits, real_zero = _judge_scenes(d, real, config, rng)
+    adv = d_logistic_loss(real_logits, fake_logits)
+    penalty = r1_penalty(real_logits, real)
+    loss = adv + config.r1_gamma / 2 * penalty + fake_zero + real_zero
+    models.scene_d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    models.scene_d_opt.step()
+    return {"d_scene": adv.item(), "r1_scene": penalty.item()}
+
+
+def scene_g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, rng) -> dict[str, float]:
+    """G: scene_weight x the non-saturating loss of D_scene on G's whole-height squares."""
+    g, d = models.generator, models.scene_discriminator
+    g.requires_grad_(True)
+    d.requires_grad_(False)
+    device = next(g.parameters()).device
+    logits, zero = _judge_scenes(d, _fake_scenes(models, config, top_px, rng, device), config, rng)
+    adv = g_nonsaturating_loss(logits)
+    models.g_opt.zero_grad(set_to_none=True)
+    (config.scene_weight * adv + zero).backward()
+    models.g_opt.step()
+    return {"g_scene": adv.item()}
 
 
 @torch.no_grad()

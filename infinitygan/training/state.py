@@ -48,11 +48,14 @@ class RunState:
 
 
 def _module_prefixes(models: Models) -> tuple[tuple[str, torch.nn.Module], ...]:
-    return (("G", models.generator), ("D", models.discriminator), ("G_ema", models.g_ema))
+    modules = (("G", models.generator), ("D", models.discriminator), ("G_ema", models.g_ema))
+    scene = (("D_scene", models.scene_discriminator),) if models.scene_discriminator is not None else ()
+    return modules + scene
 
 
 def _optimizers(models: Models) -> tuple[tuple[str, torch.optim.Optimizer], ...]:
-    return (("G_opt", models.g_opt), ("D_opt", models.d_opt))
+    scene = (("D_scene_opt", models.scene_d_opt),) if models.scene_d_opt is not None else ()
+    return (("G_opt", models.g_opt), ("D_opt", models.d_opt)) + scene
 
 
 def _first_moment_is_overwritten(optimizer: torch.optim.Optimizer) -> bool:
