@@ -119,7 +119,7 @@ class OutpaintParams(BaseModel):
     biomes: Json[BiomesBody] | None = Field(
         None,
         description='regions along x beyond the photo\'s reach, as JSON (e.g. {"region_px": 4096, "transition_px": '
-        '512}); needs `reach`: without one the photo\'s look is the whole world\'s',
+        "512}); needs `reach`: without one the photo's look is the whole world's",
     )
 
     @model_validator(mode="after")

@@ -199,8 +199,13 @@ class InversionProcess:
                 mp_context=self._context,
                 initializer=_init_child,
                 initargs=(
-                    self._generator, self._scene_height, self.limit_mb, self._threads,
-                    self._step, self._total, self._stop,
+                    self._generator,
+                    self._scene_height,
+                    self.limit_mb,
+                    self._threads,
+                    self._step,
+                    self._total,
+                    self._stop,
                 ),  # fmt: skip
             )
         return self._pool

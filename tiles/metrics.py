@@ -12,8 +12,11 @@ class TileMetrics:
         self.registry = registry or CollectorRegistry()
         self.served = Counter("tiles_served", "Tiles returned to clients", ["zoom", "cache"], registry=self.registry)
         self.cache_lookups = Counter(
-            "tile_cache_lookups", "Tile cache lookups by result (memory: a hit in the in-process tier, which "
-            "never reaches Redis; hit, miss, error: Redis)", ["result"], registry=self.registry
+            "tile_cache_lookups",
+            "Tile cache lookups by result (memory: a hit in the in-process tier, which "
+            "never reaches Redis; hit, miss, error: Redis)",
+            ["result"],
+            registry=self.registry,
         )
         self.renders = Counter(
             "tile_renders",
