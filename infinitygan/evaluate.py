@@ -212,14 +212,6 @@ class RealSet:
         return self._squares
 
 
-def cells_for_patch(generator: Generator, patch_px: int) -> int:
-    """The fewest z_S cells per window side whose render is at least patch_px square. Raises ValueError past 64."""
-    for cells in range(1, 65):
-        if generator.geometry.texture_size(cells) >= patch_px:
-            return cells
-    raise ValueError(f"a {patch_px} px patch needs more than 64 z_S cells")
-
-
 @torch.no_grad()
 def fake_patches(
     generator: Generator,
@@ -356,7 +348,7 @@ def evaluate(
     scene_height = options.scene_height or model.scene_height
     reals = reals or RealSet(Path(data_dir), scene_height, options)
     patch_px = options.patch_px or generator.geometry.texture_size(model.patch_cells)
-    cells = cells_for_patch(generator, patch_px)
+    cells = generator.geometry.cells_covering(patch_px)
     n = options.patches
 
     result: dict[str, Any] = {}

@@ -92,6 +92,13 @@ class Geometry:
             n += 1
         return n
 
+    def cells_covering(self, px: int) -> int:
+        """The fewest z_S cells per window side (at least min_cells) whose output is at least px pixels."""
+        cells = self.min_cells()
+        while self.texture_size(cells) < px:
+            cells += 1
+        return cells
+
     def local_cells(self, cells: int) -> int:
         """z_l cells needed for an n-cell z_S window."""
         return cells + 2 * self.structure_margin

@@ -117,3 +117,12 @@ def test_output_low_band_needs_a_wavelet_output():
         dataclasses.replace(tiny_config("haar"), output_low_band="linear")
     with pytest.raises(ValueError, match="output_low_band must be one of"):
         dataclasses.replace(tiny_config("haar+wavelet"), output_low_band="cubic")
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+def test_cells_covering_is_the_smallest_window_that_covers(upsampler):
+    geometry = lively_tiny_generator(upsampler).geometry
+    for px in (1, 69, 256, 1000):
+        cells = geometry.cells_covering(px)
+        assert cells >= geometry.min_cells() and geometry.texture_size(cells) >= px
+        assert cells == geometry.min_cells() or geometry.texture_size(cells - 1) < px

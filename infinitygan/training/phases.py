@@ -168,19 +168,13 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
     return logged
 
 
-def scene_cells(generator: Generator, scene_height: int) -> int:
-    """The smallest z_S window whose output covers a scene_height square."""
-    cells = generator.geometry.min_cells()
-    while generator.geometry.texture_size(cells) < scene_height:
-        cells += 1
-    return cells
-
-
 def _fake_scenes(models: Models, config: TrainConfig, top_px: torch.Tensor, rng, device) -> torch.Tensor:
     """(B, 3, H/4, H/4): G's whole-height squares, H = scene_height, their top row top_px rows from the horizon,
     downsampled SCENE_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score)."""
     g, size = models.generator, config.scene_height
-    batch = sample_fake_inputs(g, top_px, scene_cells(g, size), rng, device, mixing=config.style_mixing, paired=False)
+    batch = sample_fake_inputs(
+        g, top_px, g.geometry.cells_covering(size), rng, device, mixing=config.style_mixing, paired=False
+    )
     images = g(batch.inputs, batch.z_global, batch.styles)[..., :size, :size]
     return F.avg_pool2d(images, SCENE_DOWNSAMPLE)
 
