@@ -122,7 +122,6 @@ class TextureSynthesizer(nn.Module):
             TransposedSkipUpsample() if config.upsampler == "transposed" else HaarSkipUpsample(config.haar_skip)
         )
         self.wavelet_output = config.wavelet_output
-        self.output_low_band = config.output_low_band
         self.low_band_upsample = HaarSkipUpsample("linear") if config.output_low_band == "linear" else None
         self.input_gain = config.texture_input_gain
         self.output_noise = OutputNoise(widths[-1], config.w_dim) if config.output_noise else None
@@ -154,7 +153,7 @@ class TextureSynthesizer(nn.Module):
     def _wavelet_image(self, bands, skip, x, style, noise) -> torch.Tensor:
         """The image of the last stage's (B, 12, h, w) Haar bands, the RGB skip (B, 3, h, w) or None, and the output
         noise: (B, 3, 2h - 2m, 2w - 2m), m = geometry.output_margin."""
-        if self.output_low_band == "nearest":
+        if self.low_band_upsample is None:  # output_low_band "nearest"
             if skip is not None:
                 bands = bands + torch.cat([2.0 * skip, torch.zeros_like(skip).repeat(1, 3, 1, 1)], dim=1)
             image = haar_iwt(bands)

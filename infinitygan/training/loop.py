@@ -71,22 +71,10 @@ class Trainer:
         self.patch_size = generator.geometry.texture_size(config.patch_cells)
         if self.patch_size < 8:
             raise ValueError(f"patch_cells={config.patch_cells} gives a {self.patch_size}px patch; use more cells")
-        torch.manual_seed(config.init_seed + 1)
-        discriminator = Discriminator(
-            self.patch_size,
-            base_width=config.d_base_width,
-            max_width=config.d_max_width,
-            wavelet_input=config.d_input == "wavelet",
-        ).to(self.device)
+        discriminator = self._discriminator(self.patch_size, config.init_seed + 1)
         scene_discriminator = scene_d_opt = None
         if config.scene_weight > 0:
-            torch.manual_seed(config.init_seed + 2)
-            scene_discriminator = Discriminator(
-                config.scene_height // SCENE_DOWNSAMPLE,
-                base_width=config.d_base_width,
-                max_width=config.d_max_width,
-                wavelet_input=config.d_input == "wavelet",
-            ).to(self.device)
+            scene_discriminator = self._discriminator(config.scene_height // SCENE_DOWNSAMPLE, config.init_seed + 2)
             scene_d_opt = torch.optim.Adam(scene_discriminator.parameters(), lr=config.lr, betas=config.betas, eps=1e-8)
         self.models = Models(
             generator=generator,
@@ -126,6 +114,17 @@ class Trainer:
         self.losses: dict[str, float] = {}
         self.sample_inputs = self._fixed_sample_inputs()
         self._reals = None  # real patches for evaluate(), sampled on first use
+
+    def _discriminator(self, image_size: int, init_seed: int) -> Discriminator:
+        """A freshly initialised D of the recipe's widths and input for image_size px images."""
+        torch.manual_seed(init_seed)
+        config = self.config
+        return Discriminator(
+            image_size,
+            base_width=config.d_base_width,
+            max_width=config.d_max_width,
+            wavelet_input=config.d_input == "wavelet",
+        ).to(self.device)
 
     def warm_start(self, checkpoint: Path) -> tuple[int, int]:
         """Start G and its EMA from a generator checkpoint's matching tensors (see warm_start), or G, G_ema and D from
