@@ -9,7 +9,7 @@ upsampling, a wavelet output, and an output noise that reads the noise of the te
 trained. Image losses compare the student's output with the teacher's on
 the world pixels both cover: L1 over an image pyramid (pixel space, 3 scales), L1 over the Haar bands (wavelet
 space), and a non-saturating adversarial term from a wavelet discriminator that sees teacher renders as real (no
-downloaded perceptual network).
+downloaded perceptual network), regularised by R1 on those renders.
 
 The two generators' pixel grids may sit half a pixel apart (the inverse Haar transform centres its pixels between
 the teacher's): `align` resamples the teacher's render onto the student's pixel positions, from the two geometries,
@@ -45,7 +45,7 @@ from infinitygan.checkpoint import LoadedGenerator, load_generator, read_checkpo
 from infinitygan.config import GeneratorConfig, preset_config
 from infinitygan.discriminator import Discriminator
 from infinitygan.generator import Generator, WindowInputs
-from infinitygan.losses import structure_gain
+from infinitygan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty, structure_gain
 from infinitygan.sampling import sample_coords, sample_local
 from infinitygan.training.config import checked_lr_steps, extended_lr_steps, lr_multiplier
 from infinitygan.wavelets import haar_dwt
@@ -85,6 +85,10 @@ class DistillConfig:
     # step (0.999: a half-life of ~690 steps); 0 saves the trained weights themselves.
     ema_beta: float = 0.999
     half_pixel: str = "lanczos3"  # how the teacher is resampled half a pixel onto the student's grid (HALF_PIXEL)
+    # R1 (Mescheder 2018; StyleGAN2's lazy form): gamma/2 E||grad D(teacher image)||^2 every r1_interval-th step,
+    # scaled by the interval. Runs before the ninth session had none (0), and their D came to overpower the student.
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", checked_lr_steps(self.lr_steps))
@@ -93,6 +97,8 @@ class DistillConfig:
             raise ValueError("distillation loss weights and structure_warmup must be >= 0")
         if self.half_pixel not in HALF_PIXEL:
             raise ValueError(f"half_pixel must be one of {sorted(HALF_PIXEL)}, got {self.half_pixel!r}")
+        if self.r1_gamma < 0 or self.r1_interval < 1:
+            raise ValueError(f"r1_gamma must be >= 0 and r1_interval >= 1, got {self.r1_gamma}, {self.r1_interval}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1), got {self.ema_beta}")
         if self.batch < 1 or self.lr <= 0:
@@ -103,10 +109,12 @@ class DistillConfig:
 
     @classmethod
     def from_json(cls, text: str) -> DistillConfig:
-        """The config a run stored (to_json); keys an older run lacks take their defaults, but half_pixel: "mean"."""
+        """The config a run stored (to_json); keys an older run lacks take their defaults, but what every run before
+        a setting did for half_pixel ("mean") and r1_gamma (0: no R1)."""
         raw = json.loads(text)
         raw["psi_range"] = tuple(raw["psi_range"])
-        raw.setdefault("half_pixel", "mean")  # what every run before the setting did
+        raw.setdefault("half_pixel", "mean")
+        raw.setdefault("r1_gamma", 0.0)
         return cls(**raw)
 
     def lr_at(self, step: int) -> float:
@@ -395,13 +403,19 @@ class Distiller:
 
         losses: dict[str, float] = {}
         if config.adversarial_weight > 0:
-            real_logit, _ = self.discriminator(target)
+            regularize = config.r1_gamma > 0 and self.step_count % config.r1_interval == 0
+            real = target.detach().requires_grad_(regularize)
+            real_logit, _ = self.discriminator(real)
             fake_logit, _ = self.discriminator(image.detach())
-            d_loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
+            d_loss = d_logistic_loss(real_logit, fake_logit)
+            losses["d"] = float(d_loss.detach())
+            if regularize:
+                penalty = r1_penalty(real_logit, real)
+                d_loss = d_loss + config.r1_gamma / 2 * penalty * config.r1_interval
+                losses["r1"] = float(penalty.detach())
             self.d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.d_opt.step()
-            losses["d"] = float(d_loss.detach())
 
         pixel = pyramid_l1(image, target)
         wavelet = wavelet_l1(image, target)
@@ -411,7 +425,7 @@ class Distiller:
             losses["structure"] = float(structure.detach())
         if config.adversarial_weight > 0:
             self.discriminator.requires_grad_(False)
-            adversarial = F.softplus(-self.discriminator(image)[0]).mean()
+            adversarial = g_nonsaturating_loss(self.discriminator(image)[0])
             self.discriminator.requires_grad_(True)
             loss = loss + config.adversarial_weight * adversarial
             losses["g_adv"] = float(adversarial.detach())

@@ -4,6 +4,7 @@ learns)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import subprocess
 import sys
@@ -236,6 +237,28 @@ def test_the_saved_student_is_the_moving_average_of_the_trained_one():
         DistillConfig(ema_beta=1.0)
     with pytest.raises(ValueError, match="half_pixel"):
         DistillConfig(half_pixel="cubic")
+
+
+def test_r1_regularises_the_discriminator_on_its_interval_and_old_runs_read_as_without_it():
+    teacher = teacher_model()
+    base = dataclasses.replace(TINY, structure_warmup=0, r1_interval=2)
+    with_r1 = Distiller(teacher, dataclasses.replace(base, r1_gamma=10.0))
+    without = Distiller(teacher, dataclasses.replace(base, r1_gamma=0.0))
+    without.discriminator.load_state_dict(with_r1.discriminator.state_dict())
+    with_r1.step(), without.step()
+    # Same inputs, same D before the step: the two D differ by the penalty's gradient alone.
+    assert with_r1.last["d"] == without.last["d"] and with_r1.last["r1"] > 0 and "r1" not in without.last
+    assert any(
+        not torch.equal(with_r1.discriminator.state_dict()[k], v) for k, v in without.discriminator.state_dict().items()
+    )
+    assert ["r1" in with_r1.step() for _ in range(2)] == [False, True]  # steps 1 and 2 of an interval of 2
+    stored = json.loads(with_r1.config.to_json())
+    del stored["r1_gamma"]  # a run saved before R1 existed trained without it
+    assert DistillConfig.from_json(json.dumps(stored)).r1_gamma == 0.0
+    with pytest.raises(ValueError, match="r1_gamma"):
+        DistillConfig(r1_gamma=-1.0)
+    with pytest.raises(ValueError, match="r1_interval"):
+        DistillConfig(r1_interval=0)
 
 
 def test_a_run_starts_from_another_runs_student_and_discriminator(tmp_path: Path):
