@@ -45,6 +45,8 @@ from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
 
+SCALEINV_DOWNSAMPLE = 4  # swd_scaleinv_4x: whole-height squares mean-pooled this many times before SWD
+
 DESCRIPTOR_SIZE = 7
 SWD_DIRECTIONS = 128  # per repeat, as PGGAN
 SWD_REPEATS = 4
@@ -376,14 +378,14 @@ def evaluate(
         pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2), top=-horizon)
         fake_squares.append(uint8_to_tensor(pixels))
     scaleinv = swd(
-        F.avg_pool2d(torch.stack(fake_squares), 4),
-        F.avg_pool2d(real_squares, 4),
+        F.avg_pool2d(torch.stack(fake_squares), SCALEINV_DOWNSAMPLE),
+        F.avg_pool2d(real_squares, SCALEINV_DOWNSAMPLE),
         per_image=options.descriptors_per_image,
         seed=options.seed,
     )
     scaleinv_floor = swd(
-        F.avg_pool2d(floor_squares, 4),
-        F.avg_pool2d(real_squares, 4),
+        F.avg_pool2d(floor_squares, SCALEINV_DOWNSAMPLE),
+        F.avg_pool2d(real_squares, SCALEINV_DOWNSAMPLE),
         per_image=options.descriptors_per_image,
         seed=options.seed,
     )

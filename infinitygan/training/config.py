@@ -9,10 +9,10 @@ from typing import Any
 
 from infinitygan.augment import DEFAULT_POLICY, parse_policy
 from infinitygan.config import PRESETS, GeneratorConfig
+from infinitygan.evaluate import SCALEINV_DOWNSAMPLE as SCENE_DOWNSAMPLE  # D_scene sees what ScaleInv-4x scores
 
 PRECISIONS = ("auto", "bf16", "fp32")
 D_INPUTS = ("rgb", "wavelet")
-SCENE_DOWNSAMPLE = 4  # D_scene judges whole-height squares downsampled like the ScaleInv-4x score (evaluate.py)
 # Settings a resumed run may change: when and where it runs, not what it learns.
 RUNTIME_FIELDS = (
     "max_iterations",
