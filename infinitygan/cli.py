@@ -488,7 +488,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         student_preset=args.preset, batch=args.batch, cells=args.cells, lr=args.lr, seed=args.seed,
         init_from=args.init_from, structure_warmup=args.structure_warmup,
         adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step), ema_beta=args.ema_beta,
-        half_pixel=args.half_pixel, r1_gamma=args.r1_gamma,
+        half_pixel=args.half_pixel, r1_gamma=args.r1_gamma, d_warmup=args.d_warmup,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -533,6 +533,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         default=DistillConfig.r1_gamma,
         help=f"R1 weight on D's gradient at the teacher's renders, every {DistillConfig.r1_interval} steps "
         "(default %(default)s; 0: none, as runs before it had)",
+    )
+    p.add_argument(
+        "--d-warmup",
+        type=_int,
+        default=DistillConfig.d_warmup,
+        help="first steps (after the structure warmup) in which D alone trains, the student frozen: for a fresh D "
+        "beside a warm-started student (default %(default)s)",
     )
     p.add_argument(
         "--structure-warmup",

@@ -261,6 +261,29 @@ def test_r1_regularises_the_discriminator_on_its_interval_and_old_runs_read_as_w
         DistillConfig(r1_interval=0)
 
 
+def test_a_d_warmup_trains_the_discriminator_alone_before_the_student():
+    teacher = teacher_model()
+    run = Distiller(teacher, dataclasses.replace(TINY, structure_warmup=1, d_warmup=2))
+    student = {k: v.clone() for k, v in run.student.state_dict().items()}
+    run.step()  # the structure warmup: G_S learns z_S
+    moved = {k for k, v in run.student.state_dict().items() if not torch.equal(v, student[k])}
+    assert moved and all(k.startswith("structure.") for k in moved)
+    after_structure = {k: v.clone() for k, v in run.student.state_dict().items()}
+    d_before = {k: v.clone() for k, v in run.discriminator.state_dict().items()}
+    for _ in range(2):
+        losses = run.step()
+        assert "d" in losses and "pixel" not in losses
+    for name, tensor in run.student.state_dict().items():
+        assert torch.equal(tensor, after_structure[name]), name
+    assert any(not torch.equal(v, d_before[k]) for k, v in run.discriminator.state_dict().items())
+    assert "pixel" in run.step()
+    assert any(not torch.equal(v, after_structure[k]) for k, v in run.student.state_dict().items())
+    with pytest.raises(ValueError, match="d_warmup"):
+        DistillConfig(d_warmup=-1)
+    with pytest.raises(ValueError, match="adversarial_weight"):
+        DistillConfig(d_warmup=10, adversarial_weight=0.0)
+
+
 def test_a_run_starts_from_another_runs_student_and_discriminator(tmp_path: Path):
     teacher = teacher_model()
     old = distill(teacher, tmp_path / "old", TINY, max_steps=3, save_every=100, log=lambda _: None)
