@@ -489,6 +489,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         init_from=args.init_from, structure_warmup=args.structure_warmup,
         adversarial_weight=args.adversarial_weight, lr_steps=tuple(args.lr_step), ema_beta=args.ema_beta,
         half_pixel=args.half_pixel, r1_gamma=args.r1_gamma, d_warmup=args.d_warmup,
+        detail_weight=args.detail_weight,
     )  # fmt: skip
     if args.max_steps is None and args.max_minutes is None:
         raise CLIError("give --max-steps or --max-minutes (a run can always be resumed later)")
@@ -533,6 +534,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         default=DistillConfig.r1_gamma,
         help=f"R1 weight on D's gradient at the teacher's renders, every {DistillConfig.r1_interval} steps "
         "(default %(default)s; 0: none, as runs before it had)",
+    )
+    p.add_argument(
+        "--detail-weight",
+        type=float,
+        default=DistillConfig.detail_weight,
+        help="weight of the sliced Wasserstein loss between the student's and the teacher's 7x7 neighbourhoods of "
+        "the two finest Laplacian levels (default %(default)s: off)",
     )
     p.add_argument(
         "--d-warmup",

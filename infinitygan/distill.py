@@ -44,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from infinitygan.checkpoint import LoadedGenerator, load_generator, read_checkpoint_tensors, save_generator
 from infinitygan.config import GeneratorConfig, preset_config
 from infinitygan.discriminator import Discriminator
+from infinitygan.evaluate import DESCRIPTOR_SIZE, laplacian_pyramid
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty, structure_gain
 from infinitygan.sampling import sample_coords, sample_local
@@ -93,16 +94,24 @@ class DistillConfig:
     # fresh D of a warm-started student otherwise teaches it from random judgements (SWD 51.5 -> 60.5 in 2,000
     # steps of the ninth session's R1 run).
     d_warmup: int = 0
+    # Sliced Wasserstein-1 between the student's and the teacher's 7x7 neighbourhoods of the finest `detail_levels`
+    # Laplacian levels (detail_swd): the distribution of the detail L1 cannot place pixel for pixel (0: off).
+    detail_weight: float = 0.0
+    detail_levels: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", checked_lr_steps(self.lr_steps))
-        weights = (self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight)
+        weights = (
+            self.pyramid_weight, self.wavelet_weight, self.adversarial_weight, self.structure_weight, self.detail_weight
+        )  # fmt: skip
         if min(weights) < 0 or self.structure_warmup < 0 or self.d_warmup < 0:
             raise ValueError("distillation loss weights, structure_warmup and d_warmup must be >= 0")
         if self.d_warmup and not self.adversarial_weight:
             raise ValueError("d_warmup trains D alone: it needs adversarial_weight > 0")
         if self.half_pixel not in HALF_PIXEL:
             raise ValueError(f"half_pixel must be one of {sorted(HALF_PIXEL)}, got {self.half_pixel!r}")
+        if self.detail_levels < 1:
+            raise ValueError(f"detail_levels must be >= 1, got {self.detail_levels}")
         if self.r1_gamma < 0 or self.r1_interval < 1:
             raise ValueError(f"r1_gamma must be >= 0 and r1_interval >= 1, got {self.r1_gamma}, {self.r1_interval}")
         if not 0.0 <= self.ema_beta < 1.0:
@@ -270,6 +279,48 @@ def wavelet_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (haar_dwt(a[..., :even, :even]) - haar_dwt(b[..., :even, :even])).abs().mean()
 
 
+def detail_swd(
+    image: torch.Tensor,
+    target: torch.Tensor,
+    rng: torch.Generator,
+    *,
+    levels: int = 2,
+    per_image: int = 1024,
+    directions: int = 64,
+) -> torch.Tensor:
+    """Sliced Wasserstein-1 distance between two image batches' 7x7 neighbourhoods on each of the finest `levels`
+    Laplacian levels, averaged: the loss of Heitz et al. 2021 ("A Sliced Wasserstein Loss for Neural Texture
+    Synthesis") on the descriptors of PGGAN's SWD (evaluate.laplacian_pyramid), unnormalised, so amplitude counts.
+
+    image, target: (B, 3, H, W) in [-1, 1], H, W >= 2 * MIN_PYRAMID_SIZE; per_image random neighbourhoods of each
+    image, drawn at the same places in both (so equal batches score 0), `directions` random unit projections (from
+    rng). Differentiable in both; a scalar >= 0. L1 can only learn the mean of detail it cannot place exactly (a
+    blur); this matches its distribution."""
+    total = image.new_zeros(())
+    pairs = list(zip(laplacian_pyramid(image), laplacian_pyramid(target), strict=True))[:levels]
+    for level_a, level_b in pairs:
+        n, _, h, w = level_a.shape
+        k = DESCRIPTOR_SIZE
+        ys = torch.randint(0, h - k + 1, (n, per_image), generator=rng)
+        xs = torch.randint(0, w - k + 1, (n, per_image), generator=rng)
+        a, b = (_neighbourhoods(level, ys, xs) for level in (level_a, level_b))
+        projection = torch.randn(a.shape[1], directions, generator=rng).to(a)
+        projection = projection / projection.norm(dim=0, keepdim=True)
+        sorted_a, _ = torch.sort(a @ projection, dim=0)
+        sorted_b, _ = torch.sort(b @ projection, dim=0)
+        total = total + (sorted_a - sorted_b).abs().mean()
+    return total / len(pairs)
+
+
+def _neighbourhoods(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """(B * P, C * 7 * 7): the 7x7 neighbourhoods of a (B, C, H, W) level whose top-left corners are (ys, xs), each
+    (B, P), as they are (no normalising)."""
+    n, c = level.shape[:2]
+    per_image, k = ys.shape[1], DESCRIPTOR_SIZE
+    patches = level.unfold(2, k, 1).unfold(3, k, 1)  # (n, c, h-k+1, w-k+1, k, k): a view
+    return patches[torch.arange(n)[:, None], :, ys, xs].reshape(n * per_image, c * k * k)
+
+
 class Distiller:
     """One distillation run: `step()` trains once; `save(out)` / `Distiller.resume(out, teacher)` persist it."""
 
@@ -431,6 +482,10 @@ class Distiller:
         if self.own_structure:
             loss = loss + config.structure_weight * structure
             losses["structure"] = float(structure.detach())
+        if config.detail_weight > 0:
+            detail = detail_swd(image, target, self.rng, levels=config.detail_levels)
+            loss = loss + config.detail_weight * detail
+            losses["detail"] = float(detail.detach())
         if config.adversarial_weight > 0:
             self.discriminator.requires_grad_(False)
             adversarial = g_nonsaturating_loss(self.discriminator(image)[0])
