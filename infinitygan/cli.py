@@ -540,7 +540,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=DistillConfig.detail_weight,
         help="weight of the sliced Wasserstein loss between the student's and the teacher's 7x7 neighbourhoods of "
-        "the two finest Laplacian levels (default %(default)s: off)",
+        "the two finest Laplacian levels (default %(default)s; 0: off, as runs before it had)",
     )
     p.add_argument(
         "--d-warmup",
