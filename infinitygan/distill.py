@@ -9,7 +9,9 @@ upsampling, a wavelet output, and an output noise that reads the noise of the te
 trained. Image losses compare the student's output with the teacher's on
 the world pixels both cover: L1 over an image pyramid (pixel space, 3 scales), L1 over the Haar bands (wavelet
 space), and a non-saturating adversarial term from a wavelet discriminator that sees teacher renders as real (no
-downloaded perceptual network), regularised by R1 on those renders.
+downloaded perceptual network), regularised by R1 on those renders; and a sliced Wasserstein loss on the two images'
+finest Laplacian neighbourhoods (`detail_swd`), which matches the distribution of the detail L1 cannot place and so
+blurs.
 
 The two generators' pixel grids may sit half a pixel apart (the inverse Haar transform centres its pixels between
 the teacher's): `align` resamples the teacher's render onto the student's pixel positions, from the two geometries,
@@ -87,12 +89,12 @@ class DistillConfig:
     ema_beta: float = 0.999
     half_pixel: str = "lanczos3"  # how the teacher is resampled half a pixel onto the student's grid (HALF_PIXEL)
     # R1 (Mescheder 2018; StyleGAN2's lazy form): gamma/2 E||grad D(teacher image)||^2 every r1_interval-th step,
-    # scaled by the interval. Runs before the ninth session had none (0), and their D came to overpower the student.
+    # scaled by the interval. Runs before the tenth session had none (0); the ninth's D overpowered its student late.
     r1_gamma: float = 1.0
     r1_interval: int = 16
-    # First steps after the structure warmup in which D alone trains (the student and its average untouched): a
-    # fresh D of a warm-started student otherwise teaches it from random judgements (SWD 51.5 -> 60.5 in 2,000
-    # steps of the ninth session's R1 run).
+    # First steps after the structure warmup in which D alone trains (the student and its average untouched), so a
+    # fresh D of a warm-started student does not teach it from random judgements. Tried in the tenth session: its
+    # D stayed at chance through 1,000 such steps and the student got worse after them all the same (57.5 at 2,000).
     d_warmup: int = 0
     # Sliced Wasserstein-1 between the student's and the teacher's 7x7 neighbourhoods of the finest `detail_levels`
     # Laplacian levels (detail_swd): the distribution of the detail L1 cannot place pixel for pixel (0: off). The
