@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 from infinitygan.checkpoint import LoadedGenerator, load_generator, read_checkpoint_tensors, save_generator
 from infinitygan.config import GeneratorConfig, preset_config
 from infinitygan.discriminator import Discriminator
-from infinitygan.evaluate import DESCRIPTOR_SIZE, laplacian_pyramid
+from infinitygan.evaluate import DESCRIPTOR_SIZE, laplacian_pyramid, neighbourhoods
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty, structure_gain
 from infinitygan.sampling import sample_coords, sample_local
@@ -308,22 +308,13 @@ def detail_swd(
         k = DESCRIPTOR_SIZE
         ys = torch.randint(0, h - k + 1, (n, per_image), generator=rng)
         xs = torch.randint(0, w - k + 1, (n, per_image), generator=rng)
-        a, b = (_neighbourhoods(level, ys, xs) for level in (level_a, level_b))
+        a, b = (neighbourhoods(level, ys, xs) for level in (level_a, level_b))
         projection = torch.randn(a.shape[1], directions, generator=rng).to(a)
         projection = projection / projection.norm(dim=0, keepdim=True)
         sorted_a, _ = torch.sort(a @ projection, dim=0)
         sorted_b, _ = torch.sort(b @ projection, dim=0)
         total = total + (sorted_a - sorted_b).abs().mean()
     return total / len(pairs)
-
-
-def _neighbourhoods(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """(B * P, C * 7 * 7): the 7x7 neighbourhoods of a (B, C, H, W) level whose top-left corners are (ys, xs), each
-    (B, P), as they are (no normalising)."""
-    n, c = level.shape[:2]
-    per_image, k = ys.shape[1], DESCRIPTOR_SIZE
-    patches = level.unfold(2, k, 1).unfold(3, k, 1)  # (n, c, h-k+1, w-k+1, k, k): a view
-    return patches[torch.arange(n)[:, None], :, ys, xs].reshape(n * per_image, c * k * k)
 
 
 class Distiller:

@@ -96,12 +96,19 @@ def descriptors(level: torch.Tensor, per_image: int, rng: torch.Generator) -> to
     k = DESCRIPTOR_SIZE
     ys = torch.randint(0, h - k + 1, (n, per_image), generator=rng)
     xs = torch.randint(0, w - k + 1, (n, per_image), generator=rng)
-    patches = level.unfold(2, k, 1).unfold(3, k, 1)  # (n, c, h-k+1, w-k+1, k, k)
-    picked = patches[torch.arange(n)[:, None], :, ys, xs]  # (n, per_image, c, k, k)
-    picked = picked.reshape(n * per_image, c, k, k)
+    picked = neighbourhoods(level, ys, xs).view(n * per_image, c, k, k)
     mean = picked.mean(dim=(0, 2, 3), keepdim=True)
     std = picked.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
     return ((picked - mean) / std).flatten(1)
+
+
+def neighbourhoods(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """(B * P, C * 7 * 7): the 7x7 neighbourhoods of a (B, C, H, W) level whose top-left corners are (ys, xs), each
+    (B, P) integer tensors within [0, H - 7] and [0, W - 7], as they are (not normalised). Differentiable."""
+    n, c = level.shape[:2]
+    per_image, k = ys.shape[1], DESCRIPTOR_SIZE
+    patches = level.unfold(2, k, 1).unfold(3, k, 1)  # (n, c, h-k+1, w-k+1, k, k): a view
+    return patches[torch.arange(n)[:, None], :, ys, xs].reshape(n * per_image, c * k * k)
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: torch.Generator) -> float:

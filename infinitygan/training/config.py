@@ -9,7 +9,7 @@ from typing import Any
 
 from infinitygan.augment import DEFAULT_POLICY, parse_policy
 from infinitygan.config import PRESETS, GeneratorConfig
-from infinitygan.evaluate import SCALEINV_DOWNSAMPLE as SCENE_DOWNSAMPLE  # D_scene sees what ScaleInv-4x scores
+from infinitygan.evaluate import SCALEINV_DOWNSAMPLE  # D_scene sees what the ScaleInv-4x score sees
 
 PRECISIONS = ("auto", "bf16", "fp32")
 D_INPUTS = ("rgb", "wavelet")
@@ -94,7 +94,7 @@ class TrainConfig:
     (gain 6.7). 0: off (older runs).
     scene_weight: weight of the whole-scene adversarial term (phases.scene_d_step / scene_g_step): every
         scene_interval iterations, scene_batch whole-height squares (scene_height px, framed like the photos: the
-        horizon on its row) are rendered and, downsampled SCENE_DOWNSAMPLE x like the ScaleInv-4x score, judged by a
+        horizon on its row) are rendered and, downsampled SCALEINV_DOWNSAMPLE x like the ScaleInv-4x score, judged by a
         second discriminator D_scene against real squares. The patch D never sees more than a patch, so nothing
         else tells G how large a pale patch or a band of hills may grow across the scene. 0: off (older runs).
     Sizes are in pixels, rates per iteration; batch is in images.
@@ -154,8 +154,8 @@ class TrainConfig:
                 f"scene_interval must be >= 1 and scene_batch even and >= 2, got {self.scene_interval} and "
                 f"{self.scene_batch}"
             )
-        if self.scene_weight > 0 and self.scene_height % SCENE_DOWNSAMPLE:
-            raise ValueError(f"scene_height must be a multiple of {SCENE_DOWNSAMPLE} for the whole-scene D")
+        if self.scene_weight > 0 and self.scene_height % SCALEINV_DOWNSAMPLE:
+            raise ValueError(f"scene_height must be a multiple of {SCALEINV_DOWNSAMPLE} for the whole-scene D")
         if self.patch_cells < 1:
             raise ValueError(f"patch_cells must be positive, got {self.patch_cells}")
         if self.preset not in PRESETS:

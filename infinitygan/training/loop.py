@@ -25,11 +25,12 @@ from PIL import Image
 from infinitygan.checkpoint import read_checkpoint_tensors, save_generator
 from infinitygan.data import PatchDataset
 from infinitygan.discriminator import Discriminator
+from infinitygan.evaluate import SCALEINV_DOWNSAMPLE
 from infinitygan.generator import build_generator
 from infinitygan.losses import PathLengthRegularizer
 from infinitygan.sampling import FakeBatch, sample_fake_inputs
 from infinitygan.training import phases
-from infinitygan.training.config import SCENE_DOWNSAMPLE, TrainConfig
+from infinitygan.training.config import TrainConfig
 from infinitygan.training.phases import Models, lazy_adam
 from infinitygan.training.state import (
     RunState,
@@ -74,7 +75,7 @@ class Trainer:
         discriminator = self._discriminator(self.patch_size, config.init_seed + 1)
         scene_discriminator = scene_d_opt = None
         if config.scene_weight > 0:
-            scene_discriminator = self._discriminator(config.scene_height // SCENE_DOWNSAMPLE, config.init_seed + 2)
+            scene_discriminator = self._discriminator(config.scene_height // SCALEINV_DOWNSAMPLE, config.init_seed + 2)
             scene_d_opt = torch.optim.Adam(scene_discriminator.parameters(), lr=config.lr, betas=config.betas, eps=1e-8)
         self.models = Models(
             generator=generator,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from infinitygan.augment import diff_augment
 from infinitygan.discriminator import Discriminator
+from infinitygan.evaluate import SCALEINV_DOWNSAMPLE
 from infinitygan.generator import Generator
 from infinitygan.losses import (
     PathLengthRegularizer,
@@ -26,7 +27,7 @@ from infinitygan.losses import (
     structure_gain,
 )
 from infinitygan.sampling import FakeBatch, paired_labels, sample_fake_inputs
-from infinitygan.training.config import SCENE_DOWNSAMPLE, TrainConfig
+from infinitygan.training.config import TrainConfig
 
 
 @dataclass
@@ -170,13 +171,13 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
 
 def _fake_scenes(models: Models, config: TrainConfig, top_px: torch.Tensor, rng, device) -> torch.Tensor:
     """(B, 3, H/4, H/4): G's whole-height squares, H = scene_height, their top row top_px rows from the horizon,
-    downsampled SCENE_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score)."""
+    downsampled SCALEINV_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score)."""
     g, size = models.generator, config.scene_height
     batch = sample_fake_inputs(
         g, top_px, g.geometry.cells_covering(size), rng, device, mixing=config.style_mixing, paired=False
     )
     images = g(batch.inputs, batch.z_global, batch.styles)[..., :size, :size]
-    return F.avg_pool2d(images, SCENE_DOWNSAMPLE)
+    return F.avg_pool2d(images, SCALEINV_DOWNSAMPLE)
 
 
 def _judge_scenes(
@@ -192,13 +193,13 @@ def scene_d_step(
     models: Models, config: TrainConfig, real: torch.Tensor, top_px: torch.Tensor, rng
 ) -> dict[str, float]:
     """D_scene: logistic loss on real whole-height squares (B, 3, H, H) against G's at the same framing (top_px),
-    both downsampled SCENE_DOWNSAMPLE x, plus R1 (r1_gamma) on the reals, in one step."""
+    both downsampled SCALEINV_DOWNSAMPLE x, plus R1 (r1_gamma) on the reals, in one step."""
     g, d, device = models.generator, models.scene_discriminator, real.device
     g.requires_grad_(False)
     d.requires_grad_(True)
     with torch.no_grad():
         fake = _fake_scenes(models, config, top_px, rng, device)
-    real = F.avg_pool2d(real, SCENE_DOWNSAMPLE).detach().requires_grad_(True)
+    real = F.avg_pool2d(real, SCALEINV_DOWNSAMPLE).detach().requires_grad_(True)
     fake_logits, fake_zero = _judge_scenes(d, fake, config, rng)
     real_logits, real_zero = _judge_scenes(d, real, config, rng)
     adv = d_logistic_loss(real_logits, fake_logits)
