@@ -195,8 +195,9 @@ class Models(BaseModel):
     """The served model and the partner models a world may blend with (layer swapping)."""
 
     hash: str = Field(description="the served model's hash (in every world id)")
-    levels: int = Field(description="resolution levels: 0 = G_S, 1..levels-1 = G_T stages; a blend's swap_level "
-                        "takes the layers above it from the partner")  # fmt: skip
+    levels: int = Field(description="resolution levels: 0 = G_S, then the G_T stages (and a student's "
+                        "output noise, the finest); a blend's swap_level takes the layers above it from the "
+                        "partner")  # fmt: skip
     partners: list[PartnerModel]
 
 

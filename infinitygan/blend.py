@@ -5,8 +5,10 @@ according to the resolution each layer works at: coarse layers (structure: where
 from `base`, fine layers (texture and colour) from `partner`, with a hard cut at a swap level or a smooth sigmoid
 over levels. As in the paper the mapping network, and so w_avg and every style, comes from the base model.
 
-Levels: G_S works on the latent-cell grid, level 0; G_T stage i outputs 2^(i+1) elements per cell, level i + 1. The
-blended weights are a plain generator: a world renders with them exactly like with any checkpoint, seamlessly.
+Levels: G_S works on the latent-cell grid, level 0; G_T stage i outputs 2^(i+1) elements per cell, level i + 1; a
+MobileStyleGAN student's output noise, the grain of its image one step finer than its last stage, is the level after
+its last stage's. The blended weights are a plain generator: a world renders with them exactly like with any
+checkpoint, seamlessly.
 """
 
 from __future__ import annotations
@@ -20,15 +22,27 @@ import torch
 from infinitygan.generator import Generator
 
 
-def layer_level(name: str) -> int | None:
-    """Resolution level of a state-dict entry (0 for G_S, i + 1 for G_T stage i), None for the mapping network."""
-    if name.startswith("mapping."):
+def layer_level(name: str, stages: int) -> int | None:
+    """Resolution level of a state-dict entry of a generator whose G_T has `stages` stages: 0 for G_S, i + 1 for G_T
+    stage i, stages + 1 for a student's output noise (the grain at the image's own resolution, a MobileStyleGAN
+    student's finest layer); None for the mapping network and fixed resampling kernels (taken from the base).
+
+    Raises ValueError for an entry of no known level."""
+    if name.startswith(("mapping.", "texture.skip_upsample.", "texture.low_band_upsample.")):
         return None
     if name.startswith("structure."):
         return 0
     if name.startswith("texture.stages."):
         return int(name.split(".")[2]) + 1
+    if name.startswith("texture.output_noise."):
+        return stages + 1
     raise ValueError(f"no resolution level for {name!r}")
+
+
+def swap_levels(generator: Generator) -> int:
+    """How many resolution levels hold layers (a swap level runs from -1, the partner alone, to this minus one):
+    G_S, each G_T stage, and a student's output noise when it has one."""
+    return 1 + len(generator.texture.stages) + int(generator.texture.output_noise is not None)
 
 
 def partner_weight(level: int, swap_level: float, smooth: float = 0.0) -> float:
@@ -49,7 +63,7 @@ def blend_generators(base: Generator, partner: Generator, swap_level: float, smo
     base_state, partner_state = base.state_dict(), partner.state_dict()
     blended = {}
     for name, tensor in base_state.items():
-        level = layer_level(name)
+        level = layer_level(name, len(base.texture.stages))
         share = 0.0 if level is None else partner_weight(level, swap_level, smooth)
         if share == 0.0 or not tensor.is_floating_point():
             blended[name] = tensor.clone()

@@ -157,7 +157,11 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
         help="layer swapping: a fine-tune of --checkpoint whose finer layers replace the model's above --swap-level",
     )
     p.add_argument(
-        "--swap-level", type=float, default=None, help="0 = G_S, i + 1 = G_T stage i; layers above it from the partner"
+        "--swap-level",
+        type=float,
+        default=None,
+        help="0 = G_S, i + 1 = G_T stage i (a student's output noise: the level after); layers above it from the "
+        "partner",
     )
     p.add_argument("--swap-smooth", type=float, default=0.0, help="> 0: a sigmoid over levels instead of a cut")
     p.add_argument("--x", type=_int, required=True, help="left world pixel (grows right)")
@@ -609,10 +613,11 @@ def _cmd_sheet(args: argparse.Namespace) -> None:
             raise CLIError("--swap-levels needs --blend-partner")
         sheet = horizon_sheet(model.generator, **size)
     else:
+        from infinitygan.blend import swap_levels
         from infinitygan.evaluate import swap_sheet
 
         partner = load_generator(args.blend_partner)  # another architecture: ValueError from blend_generators
-        levels = args.swap_levels or [-1.0, *range(len(model.generator.texture.stages) + 1)]
+        levels = args.swap_levels or [-1.0, *range(swap_levels(model.generator))]
         sheet = swap_sheet(model.generator, partner.generator, levels, **size)
     sheet.save(args.out, quality=90)  # quality applies to JPEG only
     print(f"wrote {args.out}: worlds of {model.model_hash}, {args.width}x{args.height} each")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from app.dependencies import DefaultWorldDep, ResourcesDep, WorldDep
 from app.resources import Resources
 from app.schemas import BiomesBody, Footprint, Models, PartnerModel, TileJSON, World, WorldCreate, error_responses
-from infinitygan.blend import Blend
+from infinitygan.blend import Blend, swap_levels
 from infinitygan.world import COORD_LIMIT
 from tiles.errors import UnknownPartnerModel
 from tiles.geometry import TILE_SIZE
@@ -120,7 +120,7 @@ async def models(resources: ResourcesDep, response: Response) -> Models:
     generator = resources.tiles.renderer.generator
     return Models(
         hash=resources.tiles.model_hash,
-        levels=1 + len(generator.texture.stages),
+        levels=swap_levels(generator),
         partners=[PartnerModel(name=name, hash=h) for name, h in sorted(resources.partner_hashes.items())],
     )
 
