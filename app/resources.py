@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.settings import Settings
-from infinitygan.checkpoint import LoadedGenerator, load_generator
+from infinitygan.checkpoint import CheckpointError, LoadedGenerator, load_generator
 from tiles.anchors import AnchorStore
 from tiles.cache import TileCache
 from tiles.embedded_redis import EmbeddedRedis, supervise
@@ -55,16 +55,23 @@ async def _cancel(task: asyncio.Task) -> None:
 
 
 def load_partners(folder: Path | None, model: LoadedGenerator) -> dict[str, LoadedGenerator]:
-    """Layer-swapping partners in `folder` by file stem; ones of another architecture are skipped with a warning."""
+    """Layer-swapping partners of `model`: the *.safetensors under `folder` (sub-folders too) with its architecture,
+    by file stem. One folder can so hold partners for several served architectures (the teacher's beside
+    `students/`); the others are skipped.
+
+    Raises CheckpointError for an unreadable file or two partners of the served architecture with one name."""
     if folder is None or not Path(folder).is_dir():
         return {}
-    partners = {}
-    for path in sorted(Path(folder).glob("*.safetensors")):
+    partners: dict[str, LoadedGenerator] = {}
+    found: dict[str, Path] = {}
+    for path in sorted(Path(folder).rglob("*.safetensors")):
         partner = load_generator(path)
         if partner.generator.config.to_json() != model.generator.config.to_json():
-            log.warning("partner model %s skipped: not the served model's architecture", path)
+            log.info("partner model %s skipped: not the served model's architecture", path)
             continue
-        partners[path.stem] = partner
+        if path.stem in found:
+            raise CheckpointError(f"partner models {found[path.stem]} and {path} are both named {path.stem!r}")
+        partners[path.stem], found[path.stem] = partner, path
     return partners
 
 

@@ -16,16 +16,14 @@ import json
 
 import torch
 
-from infinitygan.checkpoint import SHIPPED_MODEL, load_generator
+from infinitygan.checkpoint import SHIPPED_MODEL, TEACHER_MODEL, load_generator
 from infinitygan.distill import DistillConfig, Distiller, build_student
-
-STUDENT = "models/students/landscapes-small-mobile.safetensors"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default=str(SHIPPED_MODEL), help="teacher checkpoint (default: the shipped)")
-    parser.add_argument("--student", default=STUDENT, help=f"student checkpoint (default {STUDENT})")
+    parser.add_argument("--teacher", default=str(TEACHER_MODEL), help="teacher checkpoint (default: the shipped's)")
+    parser.add_argument("--student", default=str(SHIPPED_MODEL), help="student checkpoint (default: the shipped)")
     parser.add_argument("--windows", type=int, default=24, help="12-cell windows around the horizon")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -48,16 +48,16 @@ def big_render_rss(preset: str, width: int, height: int) -> tuple[float, float]:
 
 
 def teacher_vs_student(repeats: int, peak: float) -> None:
-    """The shipped model and a small-mobile student built from it (mapping and G_S copied; an undistilled G_T costs
-    what a distilled one does), timed on the same tile in one run, eager and through ONNX Runtime (the service's
-    default runtime, infinitygan.runtime) with as many threads as torch has here."""
+    """The teacher and the shipped student distilled from it (the served default), timed on the same tile in one
+    run, eager and through ONNX Runtime (the service's default runtime, infinitygan.runtime) with as many threads as
+    torch has here."""
     from infinitygan import load_generator
-    from infinitygan.distill import build_student
+    from infinitygan.checkpoint import TEACHER_MODEL
     from infinitygan.runtime import ChunkSession, chunk_graph_bytes
 
-    teacher = load_generator(None).generator
-    student = build_student(teacher, "small-mobile")
-    print("\nteacher (shipped) vs student (small-mobile), one 256x256 chunk, fp32:")
+    teacher = load_generator(TEACHER_MODEL).generator
+    student = load_generator(None).generator
+    print("\nteacher vs the shipped student (small-mobile), one 256x256 chunk, fp32:")
     results = {}
     for name, generator in (("teacher", teacher), ("student", student)):
         gflop = tile_gflop(World(generator, WorldSpec(seed=1)))

@@ -5,8 +5,9 @@ a native one, and whether a zoom-out burst makes the server report Redis as fail
     python bench/bench_tiles.py [--duration 10] [--concurrency 32] [--model PATH]
 
 Starts its own servers (uvicorn + embedded Redis, the service's defaults) as subprocesses, drives them from a
-separate load process, stops them by itself, and scans their logs. Uses the shipped model if present, else an
-untrained "small" generator (same cost per tile as the shipped architecture; the pixels are noise), and says which.
+separate load process, stops them by itself, and scans their logs. Uses the shipped model (the service's default, the
+distilled student) if present, else an untrained "small-mobile" generator (the same cost per tile; the pixels are
+noise), and says which.
 The load process uses aiohttp: httpx's async client topped out near 240 req/s on this machine, so it measured
 itself rather than the server.
 """
@@ -57,8 +58,8 @@ def pick_model(explicit: str | None, workdir: Path) -> tuple[Path, str]:
     from infinitygan.checkpoint import save_generator
     from infinitygan.generator import build_generator
 
-    path = save_generator(build_generator("small", init_seed=0), workdir / "small-untrained.safetensors")
-    return path, "untrained 'small' generator (no shipped model in this checkout)"
+    path = save_generator(build_generator("small-mobile", init_seed=0), workdir / "untrained.safetensors")
+    return path, "untrained 'small-mobile' generator (no shipped model in this checkout)"
 
 
 def free_port() -> int:

@@ -23,7 +23,9 @@ from infinitygan.generator import Generator
 
 FORMAT = "infinitygan.generator"
 FORMAT_VERSION = "1"
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "landscapes-small.safetensors"
+MODELS = Path(__file__).resolve().parent.parent / "models"
+TEACHER_MODEL = MODELS / "landscapes-small.safetensors"  # the trained generator; training resumes and students learn it
+SHIPPED_MODEL = MODELS / "students" / "landscapes-small-mobile.safetensors"  # the default: TEACHER_MODEL's student
 
 
 class CheckpointError(Exception):
@@ -106,7 +108,8 @@ def read_checkpoint_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_generator(path: str | os.PathLike | None = None) -> LoadedGenerator:
-    """Load a generator (eval mode) with its metadata and hash; `path=None` means the shipped default model.
+    """Load a generator (eval mode) with its metadata and hash; `path=None` means the shipped default model (the
+    MobileStyleGAN student of TEACHER_MODEL, which the service serves).
 
     Raises CheckpointError with a clear message for a missing, corrupt or mismatched file."""
     path = Path(path) if path is not None else SHIPPED_MODEL

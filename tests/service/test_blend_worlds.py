@@ -7,11 +7,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from app.resources import load_partners
 from infinitygan import World, WorldSpec, load_generator, render_region, save_generator
 from infinitygan.blend import blend_generators
+from infinitygan.checkpoint import MODELS, SHIPPED_MODEL, TEACHER_MODEL, CheckpointError
 from tests.service.conftest import LiveServer, service_settings
 
 
@@ -24,7 +27,7 @@ def test_a_blended_world_renders_the_blend_and_unknown_partners_are_refused(
         noise = torch.Generator().manual_seed(7)
         for parameter in partner.parameters():
             parameter.add_(0.3 * torch.randn(parameter.shape, generator=noise) * parameter.abs().mean().clamp_min(0.1))
-    save_generator(partner, tmp_path / "domains" / "dusk.safetensors")
+    save_generator(partner, tmp_path / "domains" / "tiny" / "dusk.safetensors")  # sub-folders are searched
     save_generator(load_generator(None).generator, tmp_path / "domains" / "other-architecture.safetensors")
 
     settings = service_settings(redis_url, tiny_model, partner_models=tmp_path / "domains", outpaint_worker=False)
@@ -59,3 +62,23 @@ def test_a_blended_world_renders_the_blend_and_unknown_partners_are_refused(
         assert skipped.status_code == 422  # another architecture cannot be a partner
         for bad in ({"partner": "dusk", "swap_level": 99}, {"partner": "dusk"}, {"partner": "", "swap_level": 1}):
             assert client.post("/worlds", json={"seed": 1, "blend": bad}).status_code == 422
+
+
+def test_two_partners_of_the_served_architecture_may_not_share_a_name(tiny_model: Path, tmp_path: Path) -> None:
+    model = load_generator(tiny_model)
+    save_generator(model.generator, tmp_path / "dusk.safetensors")
+    save_generator(model.generator, tmp_path / "more" / "dusk.safetensors")
+    with pytest.raises(CheckpointError, match="both named 'dusk'"):
+        load_partners(tmp_path, model)
+
+
+@pytest.mark.parametrize("served", [SHIPPED_MODEL, TEACHER_MODEL], ids=["student", "teacher"])
+def test_the_shipped_models_each_find_their_own_partners(served: Path) -> None:
+    """The service serves the student by default and the teacher when asked; the blend partners in models/domains
+    exist for both architectures under the same names."""
+    model = load_generator(served)
+    partners = load_partners(MODELS / "domains", model)
+    assert sorted(partners) == ["alpine", "dusk"]
+    blended = blend_generators(model.generator, partners["dusk"].generator, 2.5, 0.5)
+    tile = render_region(World(blended, WorldSpec(seed=1)), 0, -128, 256, 256)
+    assert not np.array_equal(tile, render_region(World(model.generator, WorldSpec(seed=1)), 0, -128, 256, 256))
