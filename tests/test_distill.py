@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from infinitygan import World, WorldSpec, build_generator, load_generator, render_region
-from infinitygan.checkpoint import LoadedGenerator, save_generator
+from infinitygan.checkpoint import MODELS, SHIPPED_MODEL, TEACHER_MODEL, LoadedGenerator, save_generator
 from infinitygan.config import preset_config
 from infinitygan.distill import DistillConfig, Distiller, DistillError, build_student, distill
 from infinitygan.generator import WindowInputs
@@ -441,3 +441,19 @@ def test_the_error_breakdown_splits_the_students_error_between_g_s_and_g_t(prese
             if name.endswith("noise.strength"):
                 parameter.zero_()
     assert run.error_breakdown(windows=4)["teacher_other_noise"] == 0  # a teacher without noise: nothing unreachable
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher"),
+    [
+        (SHIPPED_MODEL, TEACHER_MODEL),
+        *((MODELS / "domains" / "students" / f"{name}.safetensors", MODELS / "domains" / f"{name}.safetensors")
+          for name in ("alpine", "dusk")),
+    ],
+    ids=["served", "alpine", "dusk"],
+)  # fmt: skip
+def test_each_shipped_student_was_distilled_from_the_teacher_shipped_beside_it(student: Path, teacher: Path) -> None:
+    """A teacher that moves on (a new model) leaves its student behind until it is distilled again: this fails then."""
+    loaded = load_generator(student)
+    assert loaded.generator.config.preset == "small-mobile"
+    assert loaded.metadata["distilled_from"] == load_generator(teacher).model_hash
