@@ -370,6 +370,21 @@ def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscap
     assert "noise_free_stages must be 0..4" in capsys.readouterr().err
 
 
+def test_a_resume_point_warm_starts_the_scene_discriminator_of_a_new_recipe(landscape_dir, tmp_path):
+    """A whole-scene run continued with another scene weight keeps its trained D_scene (a fresh one would undo it)."""
+    old_recipe = tiny_recipe(max_iterations=2, scene_weight=1.0, scene_interval=1)
+    old = train(old_recipe, landscape_dir, tmp_path / "old", progress=False)
+    point = save_resume_point(tmp_path / "point.safetensors", old.models, old.run_state())
+    new = Trainer(
+        tiny_recipe(max_iterations=1, scene_weight=3.0, init_from=str(point)), landscape_dir, tmp_path / "new"
+    )
+    copied, total = new.warm_start(point)
+    assert copied == total
+    reference = old.models.scene_discriminator.state_dict()
+    for name, tensor in new.models.scene_discriminator.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+
+
 # ---- G_T's gain with respect to z_S -----------------------------------------------------------------------------
 
 

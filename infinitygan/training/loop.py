@@ -36,6 +36,7 @@ from infinitygan.training.state import (
     RunState,
     is_resume_point,
     load_run_state,
+    module_prefixes,
     read_resume_point,
     save_resume_point,
     save_run_state,
@@ -128,9 +129,10 @@ class Trainer:
         ).to(self.device)
 
     def warm_start(self, checkpoint: Path) -> tuple[int, int]:
-        """Start G and its EMA from a generator checkpoint's matching tensors (see warm_start), or G, G_ema and D from
-        a resume point's (a new architecture continuing a run: e.g. noise_free_stages); the optimiser states and the
-        iteration count start afresh. Returns (copied, total) tensor counts over the models started.
+        """Start G and its EMA from a generator checkpoint's matching tensors (see warm_start), or G, G_ema, D and
+        D_scene (where both runs have one) from a resume point's (a new architecture or recipe continuing a run: e.g.
+        noise_free_stages, scene_weight); the optimiser states and the iteration count start afresh. Returns
+        (copied, total) tensor counts over the models started.
         Raises ResumeError for an unreadable resume point."""
         if not is_resume_point(checkpoint):
             counts = warm_start(self.models.generator, checkpoint)
@@ -138,11 +140,7 @@ class Trainer:
             return counts
         tensors, _ = read_resume_point(checkpoint)
         copied = total = 0
-        for prefix, module in (
-            ("G", self.models.generator),
-            ("G_ema", self.models.g_ema),
-            ("D", self.models.discriminator),
-        ):
+        for prefix, module in module_prefixes(self.models):
             part = {name.removeprefix(f"{prefix}/"): t for name, t in tensors.items() if name.startswith(f"{prefix}/")}
             done, size = copy_matching(module, part)
             copied, total = copied + done, total + size

@@ -47,7 +47,8 @@ class RunState:
     global_rng: torch.Tensor  # torch.get_rng_state() (uint8)
 
 
-def _module_prefixes(models: Models) -> tuple[tuple[str, torch.nn.Module], ...]:
+def module_prefixes(models: Models) -> tuple[tuple[str, torch.nn.Module], ...]:
+    """Each model of a run with the prefix its tensors carry in a resume point (D_scene only when the run has one)."""
     modules = (("G", models.generator), ("D", models.discriminator), ("G_ema", models.g_ema))
     scene = (("D_scene", models.scene_discriminator),) if models.scene_discriminator is not None else ()
     return modules + scene
@@ -66,7 +67,7 @@ def _first_moment_is_overwritten(optimizer: torch.optim.Optimizer) -> bool:
 def state_tensors(models: Models, run: RunState, *, compact: bool = False) -> dict[str, torch.Tensor]:
     """Every tensor of the state, named PREFIX/NAME; compact leaves out first moments that the next step overwrites."""
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in _module_prefixes(models):
+    for prefix, module in module_prefixes(models):
         for name, tensor in module.state_dict().items():
             tensors[f"{prefix}/{name}"] = tensor
     for prefix, optimizer in _optimizers(models):
@@ -95,7 +96,7 @@ def apply_state(models: Models, tensors: dict[str, torch.Tensor], meta: dict[str
     """Load tensors + meta into the models (any device: tensors move to each parameter's device); ResumeError when
     they do not fit."""
     try:
-        for prefix, module in _module_prefixes(models):
+        for prefix, module in module_prefixes(models):
             module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")})
         for prefix, optimizer in _optimizers(models):
             state: dict[int, dict[str, torch.Tensor]] = {}
