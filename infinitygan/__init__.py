@@ -2,7 +2,7 @@
 
 from infinitygan.checkpoint import CheckpointError, LoadedGenerator, load_generator, save_generator
 from infinitygan.config import PRESETS, GeneratorConfig, preset_config
-from infinitygan.generator import Generator, WindowInputs, build_generator
+from infinitygan.generator import FORWARD_VERSION, Generator, WindowInputs, build_generator
 from infinitygan.geometry import Geometry
 from infinitygan.world import CHUNK_PX, COORD_LIMIT, DEFAULT_PSI, RegionError, World, WorldSpec, render_region
 
@@ -10,6 +10,7 @@ __all__ = [
     "CHUNK_PX",
     "COORD_LIMIT",
     "DEFAULT_PSI",
+    "FORWARD_VERSION",
     "PRESETS",
     "CheckpointError",
     "Generator",

@@ -29,6 +29,11 @@ from infinitygan.layers import (
 )
 from infinitygan.wavelets import haar_iwt
 
+# The arithmetic of G's forward pass: bumped whenever a change to it gives other output bits for the same weights, so
+# that cached tiles of the old arithmetic are never mixed with new ones (tile cache keys carry it).
+# 2: the inverse Haar transform folded into the student's upsampling convs and its linear skip one transposed conv.
+FORWARD_VERSION = 2
+
 
 @dataclass
 class WindowInputs:

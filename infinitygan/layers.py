@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infinitygan.config import HAAR_SKIPS, OUTPUT_NOISE_FILTERS, OUTPUT_NOISE_KERNEL
-from infinitygan.wavelets import haar_iwt
+from infinitygan.wavelets import haar_iwt, haar_synthesis_weight
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -26,17 +26,34 @@ def scaled_leaky_relu(x: torch.Tensor) -> torch.Tensor:
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution, (B, I, H, W) x (O, I, 1, 1) -> (B, O, H, W), as one matrix product per sample.
+    """A 1x1 convolution as one matrix product per sample: (B, I, H, W) x weight -> (B, O, H, W), where weight is
+    (O, I, 1, 1) or (O, I) for every sample, or (B, O, I) per sample (a modulated conv's style folded into its weights).
 
     The same sum as F.conv2d, but bit-reproducible: oneDNN's 1x1 convolutions split the channel reduction by the
     thread count (60 of 216 layer shapes gave different bits at 1 and 2 threads) and a batched product can differ
     from per-sample ones, while a per-sample GEMM gave identical bits at 1 and 2 threads for all 216
     (tests/test_layers.py). So a tile does not depend on threads or on what else is in the batch.
     """
-    w = weight.flatten(1)
-    if x.shape[0] == 1:  # a tile: no stack, no copy
-        return (w @ x[0].flatten(1)).view(1, w.shape[0], *x.shape[2:])
-    return torch.stack([(w @ sample.flatten(1)).view(w.shape[0], *sample.shape[1:]) for sample in x])
+    b, i, h, w = x.shape
+    weights = weight if weight.dim() == 3 else weight.flatten(1).expand(b, -1, -1)
+    if b == 1:  # a tile: a reshape, no gather or stack
+        return (weights[0] @ x.reshape(i, h * w)).view(1, weights.shape[1], h, w)
+    return torch.stack([(weights[k] @ x[k].reshape(i, h * w)).view(-1, h, w) for k in range(b)])
+
+
+def shuffle_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """pixel_shuffle(conv1x1(x, weight), 2) as one stride-2, 2 x 2 transposed convolution per sample:
+    (B, I, H, W) x (B, 4C, I) per-sample weights in pixel_shuffle order -> (B, C, 2H, 2W).
+
+    The same products and sums as the 1x1 conv (a GEMM, then each column placed on its 2 x 2 block, nothing
+    overlapping), and the same bits at 1 and 2 threads (tests/test_layers.py), without the separate shuffle pass:
+    ONNX Runtime's DepthToSpace took a fifth of a student chunk, its ConvTranspose a third of the conv + shuffle.
+    """
+    b, i, h, w = x.shape
+    c = weight.shape[1] // 4
+    kernels = weight.reshape(b, c, 2, 2, i).permute(0, 4, 1, 2, 3)  # (B, I, C, 2, 2): conv_transpose2d's layout
+    samples = [F.conv_transpose2d(x[k : k + 1], kernels[k], stride=2) for k in range(b)]
+    return samples[0] if b == 1 else torch.cat(samples)
 
 
 def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -170,6 +187,18 @@ class ModulatedConv2d(nn.Module):
         per_location = conv1x1(s.pow(2), energy)
         return torch.rsqrt(center_crop(per_location, *out_hw) + DEMOD_EPS)
 
+    def folded_weight(self, style: torch.Tensor) -> torch.Tensor:
+        """(B, O, I) per-sample weights of a 1x1 layer for a style vector (B, D), modulation and demodulation folded in
+        (StyleGAN2's weight modulation): conv1x1(x, folded_weight(style)) equals forward(x, style) up to rounding,
+        and another linear map can be folded in too (HaarUpsampleConv). forward itself keeps x * s: a 1x1 layer was
+        no faster folded, and its bits stay those of every model trained so far."""
+        s = self.affine(style)
+        weight = self.scaled_weight()
+        folded = weight.flatten(1)[None] * s.flatten(1)[:, None, :]
+        if self.demodulate:
+            folded = folded * self.demodulation(s, weight, (1, 1)).flatten(2)
+        return folded
+
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.affine(style)
         weight = self.scaled_weight()
@@ -213,6 +242,8 @@ class SeparableModulatedConv2d(nn.Module):
         return s * torch.rsqrt(s.pow(2).mean(dim=1, keepdim=True) + DEMOD_EPS)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        # The style scales x rather than each sample's depthwise weights: ONNX Runtime runs a depthwise conv with
+        # computed weights slower than the multiply it saves (5.4 against 6.3 ms per student chunk, 1 thread).
         out = F.conv2d(x * self.style_scale(style), self.depthwise * self.depthwise_gain, groups=x.shape[1])
         return conv1x1(out, self.fused_pointwise())
 
@@ -251,7 +282,11 @@ class HaarUpsampleConv(nn.Module):
         self.conv = ModulatedConv2d(in_channels, 4 * out_channels, 1, style_dim)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return haar_iwt(self.conv(x, style))
+        if style.dim() == 4:  # a style map: modulate, convolve, demodulate per location, then the inverse transform
+            return haar_iwt(self.conv(x, style))
+        # A style vector: the inverse transform's band mix is linear per pixel, so it folds into the per-sample
+        # weights too: the conv predicts each output pixel of a 2 x 2 block and places it there (shuffle_conv1x1).
+        return shuffle_conv1x1(x, haar_synthesis_weight(self.conv.folded_weight(style)))
 
 
 class NoiseInjection(nn.Module):
@@ -351,11 +386,15 @@ class HaarSkipUpsample(nn.Module):
         if mode not in HAAR_SKIPS:
             raise ValueError(f"haar skip must be one of {HAAR_SKIPS}, got {mode!r}")
         self.mode = mode
-        self.register_buffer("blur_kernel", _binomial_kernel(3), persistent=False)
+        # Nearest 2x then the [1, 2, 1] blur is one stride-2 transposed conv with taps [1, 3, 3, 1] / 4 per axis
+        # (cropped by 2 per side to the blur's valid output): one pass instead of a band mix, a shuffle and a conv.
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4.0
+        self.register_buffer("kernel", torch.outer(taps, taps).expand(3, 1, 4, 4).clone(), persistent=False)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        up = haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
-        return up if self.mode == "nearest" else F.conv2d(up, self.blur_kernel, groups=3)
+        if self.mode == "nearest":
+            return haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
+        return F.conv_transpose2d(rgb, self.kernel, stride=2, groups=3)[..., 2:-2, 2:-2]
 
 
 def _binomial_kernel(channels: int) -> torch.Tensor:

@@ -50,6 +50,17 @@ def haar_iwt(bands: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(blocks.reshape(b, 4 * c, h, w), 2)
 
 
+def haar_synthesis_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Weights (..., 4C, I) that predict Haar bands (band-major, as haar_iwt reads them) -> weights (..., 4C, I) that
+    predict the pixels of each 2 x 2 block in pixel_shuffle order: pixel_shuffle(W' x, 2) == haar_iwt(W x) up to
+    rounding, with the band mix applied to the small weight matrix instead of the feature map."""
+    *lead, c4, i = weight.shape
+    if c4 % 4:
+        raise ValueError(f"haar_synthesis_weight needs a row count divisible by 4, got {c4}")
+    grouped = weight.reshape(*lead, 4, c4 // 4, i)
+    return torch.einsum("fp,...fci->...cpi", _HAAR.to(weight), grouped).reshape(*lead, c4, i)
+
+
 class HaarDWT(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return haar_dwt(image)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from infinitygan.layers import (
     EqualLinear,
     HaarSkipUpsample,
+    HaarUpsampleConv,
     MappingNetwork,
     ModulatedConv2d,
     NoiseInjection,
@@ -40,7 +41,12 @@ def test_modulated_conv_matches_direct_reference(demodulate, kernel):
 
 def test_constant_style_map_equals_style_vector():
     torch.manual_seed(1)
-    for conv in (ModulatedConv2d(4, 5, 3, style_dim=6), TransposedUpsampleConv(4, 5, style_dim=6)):
+    # HaarUpsampleConv takes another route for a vector (the band mix folded into its weights, one transposed conv)
+    for conv in (
+        ModulatedConv2d(4, 5, 3, style_dim=6),
+        TransposedUpsampleConv(4, 5, style_dim=6),
+        HaarUpsampleConv(4, 5, 6),
+    ):
         x, style = torch.randn(2, 4, 9, 9), torch.randn(2, 6)
         style_map = style[:, :, None, None].expand(-1, -1, 9, 9)
         torch.testing.assert_close(conv(x, style_map), conv(x, style), rtol=1e-5, atol=1e-6)
@@ -165,5 +171,54 @@ def test_conv1x1_is_the_1x1_convolution_and_independent_of_threads_and_batch():
             assert torch.equal(conv1x1(x[1:2], weight), two[1:2])  # what else is in the batch changes nothing
             torch.set_num_threads(1)
             assert torch.equal(conv1x1(x, weight), two)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_shuffle_conv1x1_is_the_shuffled_1x1_conv_and_independent_of_threads_and_batch():
+    from infinitygan.layers import conv1x1, shuffle_conv1x1
+
+    torch.manual_seed(0)
+    previous = torch.get_num_threads()
+    try:
+        for c_in, c_out, hw in ((64, 32, 19), (48, 32, 70), (32, 48, 36)):
+            x, weight = torch.randn(3, c_in, hw, hw), torch.randn(3, 4 * c_out, c_in)
+            torch.set_num_threads(2)
+            two = shuffle_conv1x1(x, weight)
+            assert two.shape == (3, c_out, 2 * hw, 2 * hw)
+            torch.testing.assert_close(two, F.pixel_shuffle(conv1x1(x, weight), 2), rtol=1e-5, atol=1e-4)
+            assert torch.equal(shuffle_conv1x1(x[1:2], weight[1:2]), two[1:2])
+            torch.set_num_threads(1)
+            assert torch.equal(shuffle_conv1x1(x, weight), two)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_haar_synthesis_weight_folds_the_inverse_transform_into_the_weights():
+    from infinitygan.layers import conv1x1
+    from infinitygan.wavelets import haar_synthesis_weight
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 6, 5, 7), torch.randn(2, 4 * 3, 6)
+    expected = haar_iwt(conv1x1(x, weight))
+    torch.testing.assert_close(F.pixel_shuffle(conv1x1(x, haar_synthesis_weight(weight)), 2), expected)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        haar_synthesis_weight(torch.randn(2, 6, 6))
+
+
+def test_linear_skip_is_nearest_upsampling_then_the_binomial_blur_and_thread_independent():
+    torch.manual_seed(0)
+    rgb = torch.randn(2, 3, 37, 41)
+    nearest = haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    blur = (torch.outer(taps, taps) / 16).expand(3, 1, 3, 3)
+    skip = HaarSkipUpsample("linear")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = skip(rgb)
+        torch.testing.assert_close(two, F.conv2d(nearest, blur, groups=3), rtol=0, atol=1e-6)
+        torch.set_num_threads(1)
+        assert torch.equal(skip(rgb), two)
     finally:
         torch.set_num_threads(previous)

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from infinitygan import load_generator
+from infinitygan import FORWARD_VERSION, load_generator
 from infinitygan.runtime import (
     RUNTIME_TOLERANCE,
     SIGNATURE_KEY,
@@ -114,5 +114,6 @@ def test_the_service_settings_pick_the_runtime_and_tile_keys_carry_it(student):
     eager, onnx_runtime = TileRenderer(model), TileRenderer(model, runtime="onnxruntime")
     assert eager.session is None and onnx_runtime.session is not None
     assert eager.render_id != onnx_runtime.render_id and onnx_runtime.render_id.startswith(model.model_hash)
+    assert onnx_runtime.render_id.endswith(f".f{FORWARD_VERSION}")  # the arithmetic, too
     with pytest.raises(ValueError, match="runtime"):
         TileRenderer(model, runtime="tensorrt")

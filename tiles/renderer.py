@@ -10,7 +10,7 @@ import torch
 
 from infinitygan.blend import Blend
 from infinitygan.checkpoint import LoadedGenerator
-from infinitygan.generator import Generator
+from infinitygan.generator import FORWARD_VERSION, Generator
 from infinitygan.runtime import ChunkSession, chunk_graph_bytes, runtime_id
 from infinitygan.world import World, WorldSpec
 from tiles.anchors import StoredAnchor
@@ -68,8 +68,9 @@ class TileRenderer:
 
     @property
     def render_id(self) -> str:
-        """What a tile's bits depend on besides its world and address: the model and the runtime (cache keys)."""
-        return f"{self.model_hash}.{self.runtime}"
+        """What a tile's bits depend on besides its world and address: the model, the runtime and the generator's
+        arithmetic (FORWARD_VERSION): cache keys."""
+        return f"{self.model_hash}.{self.runtime}.f{FORWARD_VERSION}"
 
     def world(self, spec: WorldSpec, anchor: StoredAnchor | None = None, blend: Blend | None = None) -> World:
         # A World precomputes its styles; memoise a few so each tile does not redo that.

@@ -210,9 +210,10 @@ def test_an_interrupted_export_resumes_without_rendering_finished_tiles(
     from tiles.worlds import WorldRecord
 
     world = WorldRecord.create(tiny_loaded.model_hash, settings.default_seed, settings.default_psi)
+    from infinitygan import FORWARD_VERSION
     from infinitygan.runtime import runtime_id
 
-    render_id = f"{tiny_loaded.model_hash}.{runtime_id(settings.runtime)}"  # TileRenderer.render_id
+    render_id = f"{tiny_loaded.model_hash}.{runtime_id(settings.runtime)}.f{FORWARD_VERSION}"  # TileRenderer.render_id
     kept = export_keys_kept(sidecar_path(out), render_id, world.id, EXPECTED)
     assert 5 <= kept < len(EXPECTED)
 
