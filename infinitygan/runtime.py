@@ -141,9 +141,11 @@ class ChunkSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # No busy-waiting after a run: ORT's idle workers would otherwise spin on the cores the next chunk's torch
-        # work (latents, noise, uint8) needs; measured 20.4 instead of ~23 ms per student chunk at 2 threads.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Workers busy-wait between the graph's many small parallel sections instead of sleeping and waking: a
+        # student chunk's graph took 4.2 instead of 5.1-7.4 ms on 2 threads (twelfth session). It once cost more
+        # than it saved, while the chunk's own uint8 conversion ran on torch's thread pool, which spins too; now
+        # World.render_chunk's work around the graph is NumPy on the calling thread (6.6 against 9.6 ms a chunk).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         source = model if isinstance(model, bytes) else str(model)
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         used = {node.name for node in self.session.get_inputs()}
