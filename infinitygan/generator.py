@@ -31,7 +31,7 @@ from infinitygan.wavelets import haar_iwt
 
 # The arithmetic of G's forward pass: bumped whenever a change to it gives other output bits for the same weights, so
 # that cached tiles of the old arithmetic are never mixed with new ones (tile cache keys carry it).
-# 2: the inverse Haar transform folded into the student's upsampling convs and its linear skip one transposed conv.
+# 2: the inverse Haar transform folded into the student's upsampling convs.
 FORWARD_VERSION = 2
 
 
@@ -140,6 +140,12 @@ class TextureSynthesizer(nn.Module):
     def num_noises(self) -> int:
         """Noise images G_T takes: one per layer, and the output noise's (geometry.layer_sizes gives their sizes)."""
         return 2 * len(self.stages) + int(self.output_noise is not None)
+
+    @property
+    def noise_reads(self) -> tuple[bool, ...]:
+        """Per noise image (num_noises of them), whether G_T reads it: the layers of noise-free stages do not."""
+        layers = tuple(layer.noise is not None for stage in self.stages for layer in (stage.up, stage.conv))
+        return layers + ((True,) if self.output_noise is not None else ())
 
     def forward(self, z_s: torch.Tensor, styles: Sequence[torch.Tensor], noises: Sequence[torch.Tensor]):
         if len(styles) != self.num_styles or len(noises) != self.num_noises:

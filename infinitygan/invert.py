@@ -462,7 +462,7 @@ def _initial_anchor(base: World, photo, footprint, row0, col0, rows, cols, confi
     """Start from the base world's own values, so an unfitted anchor renders exactly the base world."""
     geometry = base.geometry
     local = base.local_latents(row0, col0, rows, cols).clone().requires_grad_(True)
-    inputs = base.window_inputs(row0, col0, rows, cols)
+    inputs = base.window_inputs(row0, col0, rows, cols, every_noise=True)
     noises = [
         PatchOverride(
             geometry.layer_index_offset(layer, row0),

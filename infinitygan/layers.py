@@ -386,15 +386,15 @@ class HaarSkipUpsample(nn.Module):
         if mode not in HAAR_SKIPS:
             raise ValueError(f"haar skip must be one of {HAAR_SKIPS}, got {mode!r}")
         self.mode = mode
-        # Nearest 2x then the [1, 2, 1] blur is one stride-2 transposed conv with taps [1, 3, 3, 1] / 4 per axis
-        # (cropped by 2 per side to the blur's valid output): one pass instead of a band mix, a shuffle and a conv.
-        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4.0
-        self.register_buffer("kernel", torch.outer(taps, taps).expand(3, 1, 4, 4).clone(), persistent=False)
+        self.register_buffer("blur_kernel", _binomial_kernel(3), persistent=False)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        if self.mode == "nearest":
-            return haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
-        return F.conv_transpose2d(rgb, self.kernel, stride=2, groups=3)[..., 2:-2, 2:-2]
+        # The inverse Haar transform of the LL band alone is nearest-neighbour 2x (each child equals its parent):
+        # resampled directly, one pass instead of a band mix and a shuffle (ONNX Runtime: a Resize; the fused
+        # alternatives were slower: a grouped [1, 3, 3, 1] transposed conv 2x, or differed between thread counts:
+        # bilinear resampling).
+        up = F.interpolate(rgb, scale_factor=2.0, mode="nearest")
+        return up if self.mode == "nearest" else F.conv2d(up, self.blur_kernel, groups=3)
 
 
 def _binomial_kernel(channels: int) -> torch.Tensor:

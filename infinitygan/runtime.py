@@ -146,6 +146,7 @@ class ChunkSession:
         # than it saved, while the chunk's own uint8 conversion ran on torch's thread pool, which spins too; now
         # World.render_chunk's work around the graph is NumPy on the calling thread (6.6 against 9.6 ms a chunk).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         source = model if isinstance(model, bytes) else str(model)
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         used = {node.name for node in self.session.get_inputs()}

@@ -9,7 +9,7 @@ constant however large the region.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,15 +100,17 @@ class World:
         """(local_dim, height, width) z_l for global cells [row0, +height) x [col0, +width)."""
         return normal_grid(self.spec.seed, STREAM_LOCAL, row0, col0, height, width, self.generator.config.local_dim)
 
-    def window_inputs(self, row0: int, col0: int, rows: int, cols: int) -> WindowInputs:
-        """Inputs of the z_S window of rows x cols cells whose top-left cell is (row0, col0)."""
+    def window_inputs(self, row0: int, col0: int, rows: int, cols: int, *, every_noise: bool = False) -> WindowInputs:
+        """Inputs of the z_S window of rows x cols cells whose top-left cell is (row0, col0). The noise images of
+        layers the generator does not read are empty (noise_images), unless every_noise (an inversion fits them)."""
         geometry, config = self.geometry, self.generator.config
         m = geometry.structure_margin
         lrow0, lcol0 = row0 - m, col0 - m
         lrows, lcols = geometry.local_cells(rows), geometry.local_cells(cols)
         row_px = geometry.cell_px * np.arange(lrow0, lrow0 + lrows, dtype=np.int64) - geometry.center_frac
         col_cells = np.mod(np.arange(lcol0, lcol0 + lcols, dtype=np.int64), config.coord_period_cells)
-        noises = noise_images(geometry, self.spec.seed, row0, col0, rows, cols)
+        read = None if every_noise else self.generator.texture.noise_reads
+        noises = noise_images(geometry, self.spec.seed, row0, col0, rows, cols, read)
         local = self.local_latents(lrow0, lcol0, lrows, lcols)
         if self._touches_anchor(row0, col0, rows, cols):
             local = self.anchor.local_latents.paste_into(local, lrow0, lcol0)
@@ -294,11 +296,18 @@ def _graph_arguments(inputs: WindowInputs, structure: torch.Tensor, texture: lis
     return (inputs.local_latents, inputs.coords, structure, torch.stack(texture, 1), *inputs.noises)
 
 
-def noise_images(geometry: Geometry, seed: int, row0: int, col0: int, rows: int, cols: int) -> list[torch.Tensor]:
+def noise_images(
+    geometry: Geometry, seed: int, row0: int, col0: int, rows: int, cols: int, read: Sequence[bool] | None = None
+) -> list[torch.Tensor]:
     """The noise image of every G_T layer, (1, 1, H_l, W_l) each, for the z_S window of rows x cols cells at
     (row0, col0) of world `seed`: layer l's element k is the hash of (seed, layer, its global index k), so two
-    generators whose layer l has the same step (a teacher and its student) read the same values there."""
+    generators whose layer l has the same step (a teacher and its student) read the same values there.
+
+    read: per layer, whether the generator reads its noise image (TextureSynthesizer.noise_reads); a layer it does
+    not read gets an empty (1, 1, 0, 0) image instead of hashing values nobody uses. None: every layer's image."""
     sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+    if read is not None and len(read) != len(sizes_h):
+        raise ValueError(f"read must give one flag per noise image ({len(sizes_h)}), got {len(read)}")
     return [
         normal_grid(
             seed,
@@ -309,6 +318,8 @@ def noise_images(geometry: Geometry, seed: int, row0: int, col0: int, rows: int,
             sizes_w[layer],
             1,
         )[None]
+        if read is None or read[layer]
+        else torch.zeros(1, 1, 0, 0)
         for layer in range(len(sizes_h))
     ]
 

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import torch
 
 from infinitygan import COORD_LIMIT, RegionError, World, WorldSpec, build_generator, render_region, save_generator
 from infinitygan.latents import STREAM_LOCAL, normal_grid, normal_vector
-from infinitygan.world import to_uint8
+from infinitygan.world import noise_images, to_uint8
 from tests.model_fixtures import ARCHITECTURES, lively_tiny_generator
 
 # (x, y) of the 512x512 test areas: the origin, and far out in the world.
@@ -174,3 +175,27 @@ GOLDEN_GRID = [
     ],
 ]
 GOLDEN_VECTOR = [0.5395479798316956, -1.3843244314193726, 0.41073304414749146, 1.5443520545959473]
+
+
+def test_noise_a_generator_does_not_read_is_not_hashed_and_changes_nothing():
+    """A render hashes only the noise images its generator reads (noise-free stages read none)."""
+    from infinitygan.config import preset_config
+
+    generator = build_generator(dataclasses.replace(preset_config("tiny-mobile"), noise_free_stages=2))
+    with torch.no_grad():
+        generator.texture.output_noise.weights.conv.weight.normal_()
+        for module in generator.modules():
+            if hasattr(module, "strength"):
+                module.strength.fill_(0.3)
+    reads = generator.texture.noise_reads
+    assert len(reads) == generator.texture.num_noises and reads[-1] and not reads[0] and reads[-2]
+    world = World(generator, WorldSpec(seed=4))
+    window = world.chunk_window(0, 1)
+    lean, full = world.window_inputs(*window), world.window_inputs(*window, every_noise=True)
+    for read, noise, every in zip(reads, lean.noises, full.noises, strict=True):
+        assert noise.numel() == (every.numel() if read else 0)
+    with torch.no_grad():
+        styles = (world.structure_style, world.texture_styles)
+        assert torch.equal(generator(lean, *styles), generator(full, *styles))
+    with pytest.raises(ValueError, match="one flag per noise image"):
+        noise_images(generator.geometry, 4, 0, 0, 9, 9, read=(True,))
