@@ -206,7 +206,7 @@ def test_haar_synthesis_weight_folds_the_inverse_transform_into_the_weights():
         haar_synthesis_weight(torch.randn(2, 6, 6))
 
 
-def test_linear_skip_is_nearest_upsampling_then_the_binomial_blur_and_thread_independent():
+def test_linear_skip_is_the_inverse_haar_nearest_step_then_the_binomial_blur_and_thread_independent():
     torch.manual_seed(0)
     rgb = torch.randn(2, 3, 37, 41)
     nearest = haar_iwt(torch.cat([rgb * 2.0, torch.zeros_like(rgb).repeat(1, 3, 1, 1)], dim=1))
@@ -217,7 +217,7 @@ def test_linear_skip_is_nearest_upsampling_then_the_binomial_blur_and_thread_ind
     try:
         torch.set_num_threads(2)
         two = skip(rgb)
-        torch.testing.assert_close(two, F.conv2d(nearest, blur, groups=3), rtol=0, atol=1e-6)
+        assert torch.equal(two, F.conv2d(nearest, blur, groups=3))  # the same bits as the inverse-Haar form
         torch.set_num_threads(1)
         assert torch.equal(skip(rgb), two)
     finally:
