@@ -41,9 +41,9 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.stack([(weights[k] @ x[k].reshape(i, h * w)).view(-1, h, w) for k in range(b)])
 
 
-def shuffle_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """pixel_shuffle(conv1x1(x, weight), 2) as one stride-2, 2 x 2 transposed convolution per sample:
-    (B, I, H, W) x (B, 4C, I) per-sample weights in pixel_shuffle order -> (B, C, 2H, 2W).
+def shuffle_conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """pixel_shuffle(conv1x1(x, weight), 2) (+ bias (C,) per output channel) as one stride-2, 2 x 2 transposed
+    convolution per sample: (B, I, H, W) x (B, 4C, I) per-sample weights in pixel_shuffle order -> (B, C, 2H, 2W).
 
     The same products and sums as the 1x1 conv (a GEMM, then each column placed on its 2 x 2 block, nothing
     overlapping), and the same bits at 1 and 2 threads (tests/test_layers.py), without the separate shuffle pass:
@@ -52,7 +52,7 @@ def shuffle_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     b, i, h, w = x.shape
     c = weight.shape[1] // 4
     kernels = weight.reshape(b, c, 2, 2, i).permute(0, 4, 1, 2, 3)  # (B, I, C, 2, 2): conv_transpose2d's layout
-    samples = [F.conv_transpose2d(x[k : k + 1], kernels[k], stride=2) for k in range(b)]
+    samples = [F.conv_transpose2d(x[k : k + 1], kernels[k], bias, stride=2) for k in range(b)]
     return samples[0] if b == 1 else torch.cat(samples)
 
 
@@ -351,7 +351,11 @@ class OutputNoise(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         grain = F.conv2d(noise, self.filters * self.filter_gain)  # (B or 1, F, 2h, 2w)
-        weights = F.interpolate(self.weights(x, style), scale_factor=2.0, mode="nearest")
+        if style.dim() == 4:
+            weights = F.interpolate(self.weights(x, style), scale_factor=2.0, mode="nearest")
+        else:  # the 1x1 conv and its nearest 2x in one pass: each output row on all four pixels of its block
+            folded = self.weights.conv.folded_weight(style).repeat_interleave(4, dim=1)
+            weights = shuffle_conv1x1(x, folded, self.weights.bias.flatten())
         b, _, h, w = weights.shape
         return (weights.view(b, 3, OUTPUT_NOISE_FILTERS, h, w) * grain[:, None]).sum(dim=2)
 
