@@ -305,6 +305,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             structure_gain_weight=args.structure_gain_weight,
             scene_weight=args.scene_weight,
             scene_interval=args.scene_interval,
+            diversity_weight=args.diversity_weight,
             lr_steps=tuple(args.lr_step),
             **runtime,
         )
@@ -376,6 +377,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=_int,
         default=defaults.scene_interval,
         help="iterations between whole-scene steps (a new run; default %(default)s)",
+    )
+    p.add_argument(
+        "--diversity-weight",
+        type=float,
+        default=defaults.diversity_weight,
+        help="weight of InfinityGAN's mode-seeking diversity loss (a new run; default %(default)s)",
     )
     p.add_argument(
         "--resume-from", default=None, help="continue a compact resume point (seeds --out unless it is already past it)"

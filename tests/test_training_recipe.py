@@ -368,6 +368,11 @@ def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscap
     assert meta["step"] == 1 and meta["train_config"]["noise_free_stages"] == 1
     assert main([*argv, "--max-iterations", "1", "--noise-free-stages", "9", "--out", str(tmp_path / "bad")]) == 2
     assert "noise_free_stages must be 0..4" in capsys.readouterr().err
+    diverse = [*argv, "--out", str(tmp_path / "diverse"), "--max-iterations", "1", "--quiet", "--threads", "1"]
+    assert main([*diverse, "--diversity-weight", "2.5"]) == 0
+    assert read_run_meta(tmp_path / "diverse")["train_config"]["diversity_weight"] == 2.5
+    assert main([*argv, "--diversity-weight", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "diversity_weight must be >= 0" in capsys.readouterr().err
 
 
 def test_a_resume_point_warm_starts_the_scene_discriminator_of_a_new_recipe(landscape_dir, tmp_path):

@@ -147,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"batch must be even and >= 2 (the diversity loss pairs samples), got {self.batch}")
         if not (math.isfinite(self.structure_gain_weight) and self.structure_gain_weight >= 0):
             raise ValueError(f"structure_gain_weight must be >= 0, got {self.structure_gain_weight}")
+        if not (math.isfinite(self.diversity_weight) and self.diversity_weight >= 0):
+            raise ValueError(f"diversity_weight must be >= 0, got {self.diversity_weight}")
         if not (math.isfinite(self.scene_weight) and self.scene_weight >= 0):
             raise ValueError(f"scene_weight must be >= 0, got {self.scene_weight}")
         if self.scene_interval < 1 or self.scene_batch < 2 or self.scene_batch % 2:
