@@ -394,7 +394,7 @@ def test_a_resume_point_warm_starts_the_scene_discriminator_of_a_new_recipe(land
 
 
 def test_structure_gain_is_the_relative_change_per_relative_perturbation():
-    z_s = torch.randn(3, 4, 5, 5) * 7.0 + 2.0
+    z_s = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(1)) * 7.0 + 2.0  # no test-order flakes
     styles, noises = [], []
     for texture, expected in ((lambda z, s, n: 3.0 * z, 1.0), (lambda z, s, n: torch.ones_like(z), 0.0)):
         images = texture(z_s, styles, noises)
@@ -404,7 +404,8 @@ def test_structure_gain_is_the_relative_change_per_relative_perturbation():
         assert torch.allclose(gain, torch.full((3,), expected), atol=0.15)
     # An image that is a small difference of large terms (the trained teacher's case) moves far more than z_S.
     cancelling = lambda z, s, n: (z - z_s) + 0.01 * z_s  # noqa: E731
-    gain = structure_gain(cancelling, z_s, cancelling(z_s, styles, noises), styles, noises)
+    rng = torch.Generator().manual_seed(0)
+    gain = structure_gain(cancelling, z_s, cancelling(z_s, styles, noises), styles, noises, rng)
     assert torch.allclose(gain, torch.full((3,), 100.0), rtol=0.15)
 
 
