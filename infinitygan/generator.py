@@ -31,7 +31,7 @@ from infinitygan.wavelets import haar_iwt
 
 # The arithmetic of G's forward pass: bumped whenever a change to it gives other output bits for the same weights, so
 # that cached tiles of the old arithmetic are never mixed with new ones (tile cache keys carry it).
-# 2: the inverse Haar transform folded into the student's upsampling convs.
+# 2: the inverse Haar transform folded into the student's upsampling convs, its output noise's 2x into its conv.
 FORWARD_VERSION = 2
 
 

@@ -338,13 +338,14 @@ def paste_photo(pixels: np.ndarray, anchor: Anchor, x: int, y: int) -> None:
     pixels[y0 - y : y1 - y, x0 - x : x1 - x] = np.rint(generated + weight * (photo - generated)).astype(np.uint8)
 
 
-def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float32 in [-1, 1] -> (H, W, 3) uint8, rounding to nearest (ties to even).
 
     In NumPy, on the calling thread: the same float32 operations as torch's, so the same bits, but without waking
     torch's thread pool, whose idle spinning would take the cores an ONNX Runtime session's next chunk needs."""
-    array = image.detach().numpy() if isinstance(image, torch.Tensor) else image
-    scaled = np.rint((np.clip(array, np.float32(-1.0), np.float32(1.0)) + np.float32(1.0)) * np.float32(127.5))
+    scaled = np.rint(
+        (np.clip(image.detach().numpy(), np.float32(-1.0), np.float32(1.0)) + np.float32(1.0)) * np.float32(127.5)
+    )
     return np.ascontiguousarray(scaled.astype(np.uint8).transpose(1, 2, 0))
 
 
