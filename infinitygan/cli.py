@@ -305,6 +305,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             structure_gain_weight=args.structure_gain_weight,
             scene_weight=args.scene_weight,
             scene_interval=args.scene_interval,
+            scene_batch=args.scene_batch,
+            scene_d_lr=args.scene_d_lr,
             diversity_weight=args.diversity_weight,
             lr_steps=tuple(args.lr_step),
             **runtime,
@@ -377,6 +379,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=_int,
         default=defaults.scene_interval,
         help="iterations between whole-scene steps (a new run; default %(default)s)",
+    )
+    p.add_argument(
+        "--scene-batch",
+        type=_int,
+        default=defaults.scene_batch,
+        help="whole-height squares per whole-scene step, even (a new run; default %(default)s)",
+    )
+    p.add_argument(
+        "--scene-d-lr",
+        type=float,
+        default=defaults.scene_d_lr,
+        help="the whole-scene discriminator's own fixed learning rate (a new run; default: the run's, --lr-step "
+        "included)",
     )
     p.add_argument(
         "--diversity-weight",

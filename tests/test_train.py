@@ -84,11 +84,31 @@ def test_whole_scene_critic_trains_and_resumes_exactly(landscape_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(scene_weight=-1.0), dict(scene_batch=3), dict(scene_interval=0), dict(scene_weight=1.0, scene_height=130)],
+    [
+        dict(scene_weight=-1.0),
+        dict(scene_batch=3),
+        dict(scene_interval=0),
+        dict(scene_weight=1.0, scene_height=130),
+        dict(scene_d_lr=0.0),
+        dict(scene_d_lr=float("nan")),
+    ],
 )
 def test_bad_scene_settings_are_refused(bad):
     with pytest.raises(ValueError, match="scene"):
         TrainConfig(**bad)
+
+
+def test_the_scene_discriminator_keeps_its_own_learning_rate(landscape_dir, tmp_path):
+    """scene_d_lr: D_scene's lr stays fixed while G's and D's follow lr_steps; unset, it follows them too."""
+    recipe = dict(scene_weight=0.5, scene_interval=1, lr_steps=((0, 0.1),))
+    own = train(
+        tiny_recipe(max_iterations=1, scene_d_lr=0.003, **recipe), landscape_dir, tmp_path / "own", progress=False
+    )
+    assert [g["lr"] for g in own.models.scene_d_opt.param_groups] == [0.003]
+    interval = own.config.r1_interval  # D's lazy-regularisation factor
+    assert own.models.d_opt.param_groups[0]["lr"] == pytest.approx(0.0002 * interval / (interval + 1))
+    same = train(tiny_recipe(max_iterations=1, **recipe), landscape_dir, tmp_path / "same", progress=False)
+    assert [g["lr"] for g in same.models.scene_d_opt.param_groups] == [pytest.approx(0.0002)]
 
 
 def test_lazy_regularisation_correction():

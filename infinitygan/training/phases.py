@@ -52,14 +52,15 @@ def lazy_adam(params, config: TrainConfig, interval: int) -> torch.optim.Adam:
 
 
 def set_lr(models: Models, config: TrainConfig, iteration: int) -> None:
-    """Set both optimisers to config.lr_at(iteration), with the same lazy-regularisation factor as lazy_adam."""
+    """Set G's and D's optimisers to config.lr_at(iteration), with the same lazy-regularisation factor as lazy_adam,
+    and D_scene's to config.scene_d_lr where set (else the same lr)."""
     lr = config.lr_at(iteration)
     for opt, interval in ((models.g_opt, config.pl_interval), (models.d_opt, config.r1_interval)):
         for group in opt.param_groups:
             group["lr"] = lr * interval / (interval + 1)
     if models.scene_d_opt is not None:  # R1 every step: no lazy-regularisation factor
         for group in models.scene_d_opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr if config.scene_d_lr is None else config.scene_d_lr
 
 
 def autocast(config: TrainConfig, device: torch.device):
