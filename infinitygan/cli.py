@@ -307,6 +307,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             scene_interval=args.scene_interval,
             scene_batch=args.scene_batch,
             scene_d_lr=args.scene_d_lr,
+            scene_diversity_weight=args.scene_diversity_weight,
             diversity_weight=args.diversity_weight,
             lr_steps=tuple(args.lr_step),
             **runtime,
@@ -392,6 +393,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=defaults.scene_d_lr,
         help="the whole-scene discriminator's own fixed learning rate (a new run; default: the run's, --lr-step "
         "included)",
+    )
+    p.add_argument(
+        "--scene-diversity-weight",
+        type=float,
+        default=defaults.scene_diversity_weight,
+        help="weight of mode seeking with respect to z_g on the whole-scene squares (a new run; default "
+        "%(default)s: off)",
     )
     p.add_argument(
         "--diversity-weight",

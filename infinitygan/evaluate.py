@@ -240,7 +240,7 @@ def fake_patches(
     out = []
     for start in range(0, top_px.shape[0], batch):
         fake = sample_fake_inputs(
-            generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, paired=False, jitter=False
+            generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, pairs=None, jitter=False
         )
         styles = generator.texture_styles(fake.z_global, psi=psi)
         image = generator(fake.inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu()
@@ -262,7 +262,7 @@ def structure_gain_probe(
     for start in range(0, windows, batch):
         count = min(batch, windows - start)
         top_px = (torch.rand(count, generator=rng) * 2 - 1) * span
-        fake = sample_fake_inputs(generator, top_px, cells, rng, device, mixing=0.0, paired=False, jitter=False)
+        fake = sample_fake_inputs(generator, top_px, cells, rng, device, mixing=0.0, pairs=None, jitter=False)
         styles = list(generator.texture_styles(fake.z_global, psi=psi).unbind(1))
         images, z_s = generator.synthesize(fake.inputs, fake.z_global * psi, styles)
         gains.append(structure_gain(generator.texture, z_s, images, styles, fake.inputs.noises, rng))

@@ -32,8 +32,9 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
 def diversity_loss(
     local_a: torch.Tensor, local_b: torch.Tensor, structure_a: torch.Tensor, structure_b: torch.Tensor
 ) -> torch.Tensor:
-    """Mode seeking in the paper's L1 form: mean|z_l^a - z_l^b| / mean|G_S(a) - G_S(b)| for pairs that share z_g
-    and coordinates. Minimising it pushes the pair's structures apart. (The reference's "angular" variant returns a
+    """Mode seeking (MSGAN) in InfinityGAN's L1 form: mean|z_l^a - z_l^b| / mean|G_S(a) - G_S(b)| for pairs that
+    share z_g and coordinates; pairs (B/2, ...) each. Minimising it pushes the pair's outputs apart. The same form
+    serves z_g against whole-scene squares (phases.scene_g_step). (The reference's "angular" variant returns a
     similarity, which pulls them together, and its arccos can NaN.)"""
     latent_distance = (local_a - local_b).abs().flatten(1).mean(1)
     structure_distance = (structure_a - structure_b).abs().flatten(1).mean(1)

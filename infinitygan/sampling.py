@@ -78,6 +78,9 @@ class FakeBatch:
     styles: torch.Tensor
 
 
+PAIRINGS = (None, "same_z_g", "same_z_l")
+
+
 def sample_fake_inputs(
     generator: Generator,
     top_px: torch.Tensor,
@@ -86,25 +89,37 @@ def sample_fake_inputs(
     device: torch.device,
     *,
     mixing: float,
-    paired: bool,
+    pairs: str | None,
     jitter: bool = True,
 ) -> FakeBatch:
-    """Random inputs for a batch. paired=True: the second half repeats the first half's z_g, styles and coordinates
-    (and so must use the first half's position labels) with fresh z_l and noise, for the diversity loss."""
+    """Random inputs for a batch. pairs (the batch's second half against its first, which must then use the first
+    half's position labels):
+    - None: independent samples;
+    - "same_z_g": the same z_g, styles and coordinates, fresh z_l and noise (InfinityGAN's diversity loss);
+    - "same_z_l": the same z_l, noise and coordinates, fresh z_g and styles (mode seeking with respect to z_g).
+    Raises ValueError for another pairing."""
+    if pairs not in PAIRINGS:
+        raise ValueError(f"pairs must be one of {PAIRINGS}, got {pairs!r}")
     batch = top_px.shape[0]
-    base = batch // 2 if paired else batch
-    z_global = torch.randn(base, generator.config.global_dim, generator=rng)
+    base = batch // 2 if pairs else batch
+    globals_drawn = batch if pairs == "same_z_l" else base
+    z_global = torch.randn(globals_drawn, generator.config.global_dim, generator=rng)
     coords = sample_coords(generator, top_px[:base], cells, rng, jitter=jitter)
-    if paired:
-        z_global, coords = torch.cat([z_global, z_global]), torch.cat([coords, coords])
+    if pairs:
+        coords = torch.cat([coords, coords])
+    if pairs == "same_z_g":
+        z_global = torch.cat([z_global, z_global])
     z_global = z_global.to(device)
-    styles = mixed_styles(generator, z_global[:base], rng, mixing)
-    if paired:
+    styles = mixed_styles(generator, z_global[:globals_drawn], rng, mixing)
+    if pairs == "same_z_g":
         styles = torch.cat([styles, styles])
+    locals_drawn = base if pairs == "same_z_l" else batch
+    local = sample_local(generator, locals_drawn, cells, rng)
+    noises = sample_noises(generator, locals_drawn, cells, rng)
+    if pairs == "same_z_l":
+        local, noises = torch.cat([local, local]), [torch.cat([n, n]) for n in noises]
     inputs = WindowInputs(
-        local_latents=sample_local(generator, batch, cells, rng).to(device),
-        coords=coords.to(device),
-        noises=[n.to(device) for n in sample_noises(generator, batch, cells, rng)],
+        local_latents=local.to(device), coords=coords.to(device), noises=[n.to(device) for n in noises]
     )
     return FakeBatch(inputs, z_global, styles)
 

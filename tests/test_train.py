@@ -17,7 +17,8 @@ from infinitygan.discriminator import STDDEV_GROUP, Discriminator, minibatch_std
 from infinitygan.losses import diversity_loss, r1_penalty
 from infinitygan.sampling import paired_labels, sample_fake_inputs, window_row_px
 from infinitygan.training import TrainConfig, train
-from infinitygan.training.phases import lazy_adam
+from infinitygan.training.loop import Trainer
+from infinitygan.training.phases import lazy_adam, scene_g_step
 from tests.training_helpers import tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,6 +92,7 @@ def test_whole_scene_critic_trains_and_resumes_exactly(landscape_dir, tmp_path):
         dict(scene_weight=1.0, scene_height=130),
         dict(scene_d_lr=0.0),
         dict(scene_d_lr=float("nan")),
+        dict(scene_diversity_weight=-1.0),
     ],
 )
 def test_bad_scene_settings_are_refused(bad):
@@ -109,6 +111,28 @@ def test_the_scene_discriminator_keeps_its_own_learning_rate(landscape_dir, tmp_
     assert own.models.d_opt.param_groups[0]["lr"] == pytest.approx(0.0002 * interval / (interval + 1))
     same = train(tiny_recipe(max_iterations=1, **recipe), landscape_dir, tmp_path / "same", progress=False)
     assert [g["lr"] for g in same.models.scene_d_opt.param_groups] == [pytest.approx(0.0002)]
+
+
+def test_scene_diversity_pushes_z_g_pairs_apart(landscape_dir, tmp_path):
+    """scene_diversity_weight > 0: the scene G step logs the z_g mode-seeking term, and the term moves G: one step
+    from the same state and draws at weight 1 against a negligible weight updates the mapping network (which only
+    z_g feeds) differently."""
+    updated = []
+    for weight in (1e-9, 1.0):
+        trainer = Trainer(
+            tiny_recipe(scene_weight=0.5, scene_diversity_weight=weight), landscape_dir, tmp_path / str(weight)
+        )
+        _, top_px = trainer.real_scenes()
+        logged = scene_g_step(trainer.models, trainer.config, top_px, torch.Generator().manual_seed(0))
+        assert math.isfinite(logged["div_scene"]) and logged["div_scene"] > 0
+        updated.append([p.detach().clone() for p in trainer.models.generator.mapping.parameters()])
+    assert any(not torch.equal(a, b) for a, b in zip(*updated, strict=True))
+    assert "div_scene" not in scene_g_step(
+        Trainer(tiny_recipe(scene_weight=0.5), landscape_dir, tmp_path / "off").models,
+        tiny_recipe(scene_weight=0.5),
+        top_px,
+        torch.Generator().manual_seed(0),
+    )
 
 
 def test_lazy_regularisation_correction():
@@ -145,7 +169,7 @@ def test_paired_fakes_share_global_latent_and_coordinates():
     generator = build_generator("tiny").train()
     top_px = torch.tensor([-40.0, 10.0, -5.0, 30.0], dtype=torch.float64)
     rng = torch.Generator().manual_seed(0)
-    fake = sample_fake_inputs(generator, top_px, 9, rng, torch.device("cpu"), mixing=0.9, paired=True)
+    fake = sample_fake_inputs(generator, top_px, 9, rng, torch.device("cpu"), mixing=0.9, pairs="same_z_g")
     assert torch.equal(fake.z_global[:2], fake.z_global[2:])
     assert torch.equal(fake.inputs.coords[:2], fake.inputs.coords[2:])
     assert torch.equal(fake.styles[:2], fake.styles[2:])
@@ -155,6 +179,22 @@ def test_paired_fakes_share_global_latent_and_coordinates():
     # Vertical coordinates follow each sample's position: higher patches see a more negative tanh.
     vertical = fake.inputs.coords[:, 0].mean(dim=(1, 2))
     assert vertical[0] < vertical[1]
+
+
+def test_fakes_paired_by_local_latent_differ_only_in_z_g():
+    """pairs="same_z_l" (mode seeking w.r.t. z_g): z_l, noise and coordinates repeat, z_g and styles do not; an
+    unknown pairing is refused."""
+    generator = build_generator("tiny").train()
+    top_px = torch.tensor([-40.0, 10.0, -40.0, 10.0], dtype=torch.float64)
+    rng = torch.Generator().manual_seed(0)
+    fake = sample_fake_inputs(generator, top_px, 9, rng, torch.device("cpu"), mixing=0.9, pairs="same_z_l")
+    assert torch.equal(fake.inputs.local_latents[:2], fake.inputs.local_latents[2:])
+    assert torch.equal(fake.inputs.coords[:2], fake.inputs.coords[2:])
+    assert all(torch.equal(noise[:2], noise[2:]) for noise in fake.inputs.noises)
+    assert not torch.equal(fake.z_global[:2], fake.z_global[2:])
+    assert not torch.equal(fake.styles[:2], fake.styles[2:])
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        sample_fake_inputs(generator, top_px, 9, rng, torch.device("cpu"), mixing=0.9, pairs="same_w")
 
 
 # ---- discriminator and losses -------------------------------------------------------------------------------------

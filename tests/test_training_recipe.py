@@ -106,7 +106,7 @@ def test_bf16_autocast_matches_fp32_within_tolerance(landscape_dir, tmp_path):
     g, d = trainer.models.generator.eval(), trainer.models.discriminator
     real, top_px, _ = trainer.real_batch()
     rng, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
-    batch = sample_fake_inputs(g, top_px, 9, rng, cpu, mixing=0.0, paired=False)
+    batch = sample_fake_inputs(g, top_px, 9, rng, cpu, mixing=0.0, pairs=None)
     with torch.no_grad():
         image32 = g(batch.inputs, batch.z_global, batch.styles)
         logits32, pos32 = d(real)

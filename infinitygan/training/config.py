@@ -97,6 +97,10 @@ class TrainConfig:
         horizon on its row) are rendered and, downsampled SCALEINV_DOWNSAMPLE x like the ScaleInv-4x score, judged by a
         second discriminator D_scene against real squares. The patch D never sees more than a patch, so nothing
         else tells G how large a pale patch or a band of hills may grow across the scene. 0: off (older runs).
+    scene_diversity_weight: weight of mode seeking with respect to z_g on the whole-scene step's squares (pairs with
+        the same z_l and framing, different z_g; phases.scene_g_step). InfinityGAN's diversity loss moves only z_l's
+        pairs apart; the eval's diversity (different seeds, one region) is mostly z_g's palette, and it fell under
+        the whole-scene critic (0.239 -> 0.216). 0: off (older runs).
     scene_d_lr: D_scene's own fixed learning rate, or None: lr_at(iteration) like G and D (older runs). At 0.1x
         lr, one step every 4 iterations on 2 squares, D_scene sat at chance (logistic loss 1.39-1.42) while the
         whole-scene SWD stayed 2.6x its floor: too weak a critic to say what is still wrong.
@@ -132,6 +136,7 @@ class TrainConfig:
     scene_interval: int = 4
     scene_batch: int = 2
     scene_d_lr: float | None = None
+    scene_diversity_weight: float = 0.0
     init_seed: int = 0
     seed: int = 0
     data_seed: int = 0
@@ -153,6 +158,8 @@ class TrainConfig:
             raise ValueError(f"structure_gain_weight must be >= 0, got {self.structure_gain_weight}")
         if not (math.isfinite(self.diversity_weight) and self.diversity_weight >= 0):
             raise ValueError(f"diversity_weight must be >= 0, got {self.diversity_weight}")
+        if not (math.isfinite(self.scene_diversity_weight) and self.scene_diversity_weight >= 0):
+            raise ValueError(f"scene_diversity_weight must be >= 0, got {self.scene_diversity_weight}")
         if not (math.isfinite(self.scene_weight) and self.scene_weight >= 0):
             raise ValueError(f"scene_weight must be >= 0, got {self.scene_weight}")
         if self.scene_interval < 1 or self.scene_batch < 2 or self.scene_batch % 2:

@@ -197,7 +197,7 @@ class Trainer:
         size = self.models.g_ema.geometry.texture_size(cells)
         top_px = torch.full((8,), -size / 2, dtype=torch.float64)
         batch = sample_fake_inputs(
-            self.models.g_ema, top_px, cells, rng, self.device, mixing=0.0, paired=False, jitter=False
+            self.models.g_ema, top_px, cells, rng, self.device, mixing=0.0, pairs=None, jitter=False
         )
         return batch, size
 
@@ -396,4 +396,4 @@ def train(
     return trainer
 
 
-_SHOWN = ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t", "d_scene", "g_scene")
+_SHOWN = ("d", "g", "r1", "pl", "div", "g_pos", "d_pos_real", "r_t", "d_scene", "g_scene", "div_scene")

@@ -70,9 +70,9 @@ def autocast(config: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _fake(models: Models, config: TrainConfig, top_px, rng, device, *, paired: bool) -> FakeBatch:
+def _fake(models: Models, config: TrainConfig, top_px, rng, device, *, pairs: str | None) -> FakeBatch:
     return sample_fake_inputs(
-        models.generator, top_px, config.patch_cells, rng, device, mixing=config.style_mixing, paired=paired
+        models.generator, top_px, config.patch_cells, rng, device, mixing=config.style_mixing, pairs=pairs
     )
 
 
@@ -90,7 +90,7 @@ def d_step(
     d.requires_grad_(True)
     with autocast(config, device):
         with torch.no_grad():
-            batch = _fake(models, config, top_px, rng, device, paired=False)
+            batch = _fake(models, config, top_px, rng, device, pairs=None)
             fake_images = g(batch.inputs, batch.z_global, batch.styles)
         fake_logits, fake_pos = _discriminate(d, fake_images, config, rng)
         real_logits, real_pos = _discriminate(d, real, config, rng)
@@ -131,7 +131,7 @@ def g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, vpos: torc
     g.requires_grad_(True)
     d.requires_grad_(False)
     with autocast(config, device):
-        batch = _fake(models, config, top_px, rng, device, paired=True)
+        batch = _fake(models, config, top_px, rng, device, pairs="same_z_g")
         images, z_s = g.synthesize(batch.inputs, batch.z_global, batch.styles)
         logits, position = _discriminate(d, images, config, rng)
     adv = g_nonsaturating_loss(logits)
@@ -153,7 +153,7 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
     device = next(g.parameters()).device
     half = max(1, top_px.shape[0] // 2)
     batch = sample_fake_inputs(
-        g, top_px[:half], config.patch_cells, rng, device, mixing=config.style_mixing, paired=False
+        g, top_px[:half], config.patch_cells, rng, device, mixing=config.style_mixing, pairs=None
     )
     styles = batch.styles.detach().float().requires_grad_(True)
     images, z_s = g.synthesize(batch.inputs, batch.z_global, styles)
@@ -170,15 +170,18 @@ def path_length_step(models: Models, config: TrainConfig, top_px: torch.Tensor, 
     return logged
 
 
-def _fake_scenes(models: Models, config: TrainConfig, top_px: torch.Tensor, rng, device) -> torch.Tensor:
-    """(B, 3, H/4, H/4): G's whole-height squares, H = scene_height, their top row top_px rows from the horizon,
-    downsampled SCALEINV_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score)."""
+def _fake_scenes(
+    models: Models, config: TrainConfig, top_px: torch.Tensor, rng, device, pairs: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(squares (B, 3, H/4, H/4), z_g (B, global_dim)): G's whole-height squares, H = scene_height, their top row
+    top_px rows from the horizon, downsampled SCALEINV_DOWNSAMPLE x (mean pooling, as the ScaleInv-4x score);
+    pairs as sampling.sample_fake_inputs."""
     g, size = models.generator, config.scene_height
     batch = sample_fake_inputs(
-        g, top_px, g.geometry.cells_covering(size), rng, device, mixing=config.style_mixing, paired=False
+        g, top_px, g.geometry.cells_covering(size), rng, device, mixing=config.style_mixing, pairs=pairs
     )
     images = g(batch.inputs, batch.z_global, batch.styles)[..., :size, :size]
-    return F.avg_pool2d(images, SCALEINV_DOWNSAMPLE)
+    return F.avg_pool2d(images, SCALEINV_DOWNSAMPLE), batch.z_global
 
 
 def _judge_scenes(
@@ -199,7 +202,7 @@ def scene_d_step(
     g.requires_grad_(False)
     d.requires_grad_(True)
     with torch.no_grad():
-        fake = _fake_scenes(models, config, top_px, rng, device)
+        fake, _ = _fake_scenes(models, config, top_px, rng, device)
     real = F.avg_pool2d(real, SCALEINV_DOWNSAMPLE).detach().requires_grad_(True)
     fake_logits, fake_zero = _judge_scenes(d, fake, config, rng)
     real_logits, real_zero = _judge_scenes(d, real, config, rng)
@@ -213,17 +216,30 @@ def scene_d_step(
 
 
 def scene_g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, rng) -> dict[str, float]:
-    """G: scene_weight x the non-saturating loss of D_scene on G's whole-height squares."""
+    """G: scene_weight x the non-saturating loss of D_scene on G's whole-height squares, plus (scene_diversity_weight
+    > 0) mode seeking with respect to z_g on them: the squares come in pairs with the same z_l, noise and framing and
+    different z_g, and the loss is mean|z_g^a - z_g^b| / mean|square_a - square_b| (losses.diversity_loss)."""
     g, d = models.generator, models.scene_discriminator
     g.requires_grad_(True)
     d.requires_grad_(False)
     device = next(g.parameters()).device
-    logits, zero = _judge_scenes(d, _fake_scenes(models, config, top_px, rng, device), config, rng)
+    logged = {}
+    if config.scene_diversity_weight > 0:
+        half = top_px.shape[0] // 2
+        squares, z_global = _fake_scenes(
+            models, config, torch.cat([top_px[:half], top_px[:half]]), rng, device, pairs="same_z_l"
+        )
+        diversity = diversity_loss(z_global[:half], z_global[half:], squares[:half].float(), squares[half:].float())
+        logged["div_scene"] = diversity.item()
+    else:
+        squares, _ = _fake_scenes(models, config, top_px, rng, device)
+        diversity = torch.zeros(())
+    logits, zero = _judge_scenes(d, squares, config, rng)
     adv = g_nonsaturating_loss(logits)
     models.g_opt.zero_grad(set_to_none=True)
-    (config.scene_weight * adv + zero).backward()
+    (config.scene_weight * adv + config.scene_diversity_weight * diversity + zero).backward()
     models.g_opt.step()
-    return {"g_scene": adv.item()}
+    return {"g_scene": adv.item(), **logged}
 
 
 @torch.no_grad()
