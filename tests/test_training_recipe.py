@@ -373,10 +373,10 @@ def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscap
     assert read_run_meta(tmp_path / "diverse")["train_config"]["diversity_weight"] == 2.5
     assert main([*argv, "--diversity-weight", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "diversity_weight must be >= 0" in capsys.readouterr().err
-    scene = ["--scene-weight", "1", "--scene-batch", "4", "--scene-d-lr", "0.003"]
+    scene = ["--scene-weight", "1", "--scene-batch", "4", "--scene-d-lr", "0.003", "--scene-diversity-weight", "0.5"]
     assert main([*diverse, "--out", str(tmp_path / "scene"), *scene]) == 0
     recorded = read_run_meta(tmp_path / "scene")["train_config"]
-    assert (recorded["scene_batch"], recorded["scene_d_lr"]) == (4, 0.003)
+    assert (recorded["scene_batch"], recorded["scene_d_lr"], recorded["scene_diversity_weight"]) == (4, 0.003, 0.5)
     assert main([*argv, "--scene-batch", "3", "--out", str(tmp_path / "bad")]) == 2
     assert "scene_batch even" in capsys.readouterr().err
 
