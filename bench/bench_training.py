@@ -2,6 +2,7 @@
 per second, in fp32 and under bf16 autocast, measured in one run, with their ratio and the precision "auto" picks.
 
     .venv/bin/python bench/bench_training.py [--presets small] [--precisions fp32 bf16] [--batch 8] [--threads 1]
+        [--scene-weight 3 --scene-batch 4 --scene-diversity-weight 1]   # the whole-scene critic's steps too
 
 Uses data/landscapes when present, otherwise synthetic images. The first iterations (one-time allocations) are not
 timed; the timed span covers a multiple of the R1 interval (16) so lazy regularisation is counted at its real rate.
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch-cells", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="1 beat 2 on the shared 2-core machine")
+    parser.add_argument("--scene-weight", type=float, default=0.0, help="with the whole-scene critic (TrainConfig)")
+    parser.add_argument("--scene-batch", type=int, default=2)
+    parser.add_argument("--scene-diversity-weight", type=float, default=0.0)
     parser.add_argument("--iterations", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
@@ -77,6 +81,9 @@ def main() -> None:
                     sample_every=0,
                     precision=precision,
                     d_input=args.d_input,
+                    scene_weight=args.scene_weight,
+                    scene_batch=args.scene_batch,
+                    scene_diversity_weight=args.scene_diversity_weight,
                 )
                 rate, patch = bench(config, data, args.iterations, args.warmup)
                 rates[precision] = rate

@@ -21,7 +21,7 @@ from infinitygan.evaluate import structure_gain_probe
 from infinitygan.losses import structure_gain
 from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, chunk_graph_bytes
 from infinitygan.sampling import sample_fake_inputs
-from infinitygan.training import ResumeError, TrainConfig, Trainer, save_resume_point, seed_run_from, train
+from infinitygan.training import ResumeError, TrainConfig, Trainer, phases, save_resume_point, seed_run_from, train
 from infinitygan.training.phases import autocast, path_length_step, set_lr
 from infinitygan.training.state import read_resume_point, read_run_meta
 from infinitygan.world import World, WorldSpec
@@ -131,6 +131,26 @@ def test_one_bf16_step_tracks_the_fp32_step(landscape_dir, tmp_path):
         assert bf16.losses[key] == pytest.approx(fp32.losses[key], abs=0.05), key
     assert bf16.models.g_ema.mapping.w_avg.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in bf16.models.generator.parameters())
+
+
+def test_whole_scene_steps_run_under_the_recipes_autocast(landscape_dir, tmp_path):
+    """G's whole-height squares and D_scene's passes on them run in bf16 when the recipe asks for it (they were most of
+    an iteration's time in fp32); D_scene's pass on the reals stays fp32 for R1's double backward."""
+    trainer = Trainer(
+        tiny_recipe(precision="bf16", scene_weight=1.0, scene_diversity_weight=1.0), landscape_dir, tmp_path
+    )
+    models, config = trainer.models, trainer.config
+    seen: list[torch.dtype] = []
+    hook = models.scene_discriminator.from_rgb.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    scenes, top_px = trainer.real_scenes()
+    rng = torch.Generator().manual_seed(0)
+    logged = phases.scene_d_step(models, config, scenes, top_px, rng)
+    assert seen == [torch.bfloat16, torch.float32]  # fakes, then reals
+    logged |= phases.scene_g_step(models, config, top_px, rng)
+    assert seen[2:] == [torch.bfloat16]
+    hook.remove()
+    assert all(np.isfinite(v) for v in logged.values())
+    assert all(p.dtype == torch.float32 for p in models.generator.parameters())
 
 
 def test_precision_auto_resolves_to_a_concrete_choice():

@@ -201,10 +201,12 @@ def scene_d_step(
     g, d, device = models.generator, models.scene_discriminator, real.device
     g.requires_grad_(False)
     d.requires_grad_(True)
-    with torch.no_grad():
-        fake, _ = _fake_scenes(models, config, top_px, rng, device)
+    with autocast(config, device):
+        with torch.no_grad():
+            fake, _ = _fake_scenes(models, config, top_px, rng, device)
+        fake_logits, fake_zero = _judge_scenes(d, fake, config, rng)
+    # The reals' pass stays fp32: R1's double backward runs through it.
     real = F.avg_pool2d(real, SCALEINV_DOWNSAMPLE).detach().requires_grad_(True)
-    fake_logits, fake_zero = _judge_scenes(d, fake, config, rng)
     real_logits, real_zero = _judge_scenes(d, real, config, rng)
     adv = d_logistic_loss(real_logits, fake_logits)
     penalty = r1_penalty(real_logits, real)
@@ -223,18 +225,16 @@ def scene_g_step(models: Models, config: TrainConfig, top_px: torch.Tensor, rng)
     g.requires_grad_(True)
     d.requires_grad_(False)
     device = next(g.parameters()).device
-    logged = {}
-    if config.scene_diversity_weight > 0:
-        half = top_px.shape[0] // 2
-        squares, z_global = _fake_scenes(
-            models, config, torch.cat([top_px[:half], top_px[:half]]), rng, device, pairs="same_z_l"
-        )
+    pairs = "same_z_l" if config.scene_diversity_weight > 0 else None
+    half = top_px.shape[0] // 2
+    framing = torch.cat([top_px[:half], top_px[:half]]) if pairs else top_px
+    with autocast(config, device):
+        squares, z_global = _fake_scenes(models, config, framing, rng, device, pairs=pairs)
+        logits, zero = _judge_scenes(d, squares, config, rng)
+    logged, diversity = {}, torch.zeros(())
+    if pairs:
         diversity = diversity_loss(z_global[:half], z_global[half:], squares[:half].float(), squares[half:].float())
         logged["div_scene"] = diversity.item()
-    else:
-        squares, _ = _fake_scenes(models, config, top_px, rng, device)
-        diversity = torch.zeros(())
-    logits, zero = _judge_scenes(d, squares, config, rng)
     adv = g_nonsaturating_loss(logits)
     models.g_opt.zero_grad(set_to_none=True)
     (config.scene_weight * adv + config.scene_diversity_weight * diversity + zero).backward()
