@@ -47,14 +47,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = EvalOptions(patches=args.patches)
-    loaded = [(path.name, load_generator(path).generator) for path in args.checkpoints]
-    patch_px = loaded[0][1].geometry.texture_size(9)
-    reals, top_px = RealSet(args.data, 256, options).patches("train", patch_px)
+    loaded = [(path.name, load_generator(path)) for path in args.checkpoints]
+    first = loaded[0][1]  # like `infinitygan eval`: the first model's scene height and training patch for all
+    patch_px = first.generator.geometry.texture_size(first.patch_cells)
+    reals, top_px = RealSet(args.data, first.scene_height, options).patches("train", patch_px)
     n = args.patches
     rows = [("real (first half)", reals[:n]), ("real (second half)", reals[n:])]
     with torch.no_grad():
-        for name, generator in loaded:
-            rows.append((name, fake_patches(generator, top_px[:n], 9, psi=1.0, seed=0, batch=32, size=patch_px)))
+        for name, model in loaded:
+            cells = model.generator.geometry.cells_covering(patch_px)
+            fakes = fake_patches(model.generator, top_px[:n], cells, psi=1.0, seed=0, batch=32, size=patch_px)
+            rows.append((name, fakes))
     print(f"{n} patches of {patch_px} px each; finest Laplacian band, luminance, [-1, 1] units")
     header = [f"q{q * 100:g}" for q in QUANTILES] + [f">{t}" for t in BRIGHT]
     print(f"| images | {' | '.join(header)} |\n| --- |{' --- |' * len(header)}")
