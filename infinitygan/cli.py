@@ -302,6 +302,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             precision=args.precision,
             init_from=args.init_from,
             noise_free_stages=args.noise_free_stages,
+            noise_gate=args.noise_gate,
             structure_gain_weight=args.structure_gain_weight,
             scene_weight=args.scene_weight,
             scene_interval=args.scene_interval,
@@ -360,6 +361,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=defaults.noise_free_stages,
         help="G_T's first this many stages inject no noise (a new run; default %(default)s: the coarsest stage's "
         "noise drew white blotches)",
+    )
+    p.add_argument(
+        "--noise-gate",
+        action="store_true",
+        help="weight G_T's noise per location by a 1x1 conv of its features, starting at 1 everywhere (a new run; "
+        "default: one strength per layer, StyleGAN2's)",
     )
     p.add_argument(
         "--structure-gain-weight",

@@ -66,6 +66,9 @@ class GeneratorConfig:
         geometry and ignore them). StyleGAN's noise is for stochastic detail; at G_T's coarsest stage one noise pixel
         spans 8 output pixels, and the shipped small model learnt to draw it as white blotches and streaks on the
         ground and in the sky (strength 0.30 at step 42,269; zeroing it after training removes them).
+    noise_gate: each noise-injecting G_T layer weights its noise per location by 1 + a zero-initialised 1x1 conv of
+        its features (layers.NoiseInjection), so G can keep grain off edges it would otherwise sparkle on; False:
+        one strength everywhere (StyleGAN2; checkpoints from before this field).
     """
 
     preset: str
@@ -88,6 +91,7 @@ class GeneratorConfig:
     haar_skip: HaarSkip = "nearest"
     output_noise: bool = False
     output_low_band: HaarSkip = "nearest"
+    noise_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:

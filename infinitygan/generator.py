@@ -77,7 +77,7 @@ class StructureSynthesizer(nn.Module):
 
 class TextureStage(nn.Module):
     """One G_T stage: padding-free upsampling layer, valid 3x3 conv, ToRGB; noise: whether its two layers inject
-    their noise images."""
+    their noise images; noise_gate: whether that noise is weighted per location by their features."""
 
     def __init__(
         self,
@@ -89,14 +89,17 @@ class TextureStage(nn.Module):
         wavelets: bool,
         conv: str = "full",
         noise: bool = True,
+        noise_gate: bool = False,
     ) -> None:
         super().__init__()
         up_conv = (TransposedUpsampleConv if upsampler == "transposed" else HaarUpsampleConv)(
             in_channels, out_channels, w_dim
         )
-        self.up = StyledLayer(up_conv, out_channels, use_noise=noise)
+        self.up = StyledLayer(up_conv, out_channels, use_noise=noise, noise_gate=noise_gate)
         conv_type = SeparableModulatedConv2d if conv == "separable" else ModulatedConv2d
-        self.conv = StyledLayer(conv_type(out_channels, out_channels, 3, w_dim), out_channels, use_noise=noise)
+        self.conv = StyledLayer(
+            conv_type(out_channels, out_channels, 3, w_dim), out_channels, use_noise=noise, noise_gate=noise_gate
+        )
         self.to_rgb = ToRGB(out_channels, w_dim, out_channels=12 if wavelets else 3)
 
 
@@ -120,6 +123,7 @@ class TextureSynthesizer(nn.Module):
                 wavelets=config.wavelet_output and i == last,
                 conv=config.texture_conv,
                 noise=i >= config.noise_free_stages,
+                noise_gate=config.noise_gate,
             )
             for i in range(config.stages)
         )

@@ -290,24 +290,40 @@ class HaarUpsampleConv(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Adds a per-pixel noise image times a learned strength (initialised to 0, as in StyleGAN2)."""
+    """Adds a per-pixel noise image times a learned strength (initialised to 0, as in StyleGAN2).
 
-    def __init__(self) -> None:
+    With `channels` (GeneratorConfig.noise_gate), the noise is also weighted per location by 1 + a 1x1 conv of the
+    layer's features (that conv starts at zero, so a gated layer adds what an ungated one adds until it learns): with
+    one scalar strength, the noise reaches the image wherever the features sit near the activation's kink, which is
+    along every edge, and the only way to keep it off cloud rims and ridge tops is to move the features; the gate
+    lets G say where grain goes.
+
+    forward(x (B, C, H, W), noise (B or 1, 1, H, W)) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int | None = None) -> None:
         super().__init__()
         self.strength = nn.Parameter(torch.zeros(()))
+        self.gate = EqualConv2d(channels, 1, 1) if channels is not None else None
+        if self.gate is not None:
+            with torch.no_grad():
+                self.gate.weight.zero_()
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return x + self.strength * noise
+        if self.gate is None:
+            return x + self.strength * noise
+        return x + self.strength * noise * (1.0 + self.gate(x))
 
 
 class StyledLayer(nn.Module):
     """conv -> noise -> bias + scaled leaky ReLU; `conv` is any modulated conv taking (x, style). Without use_noise
-    the layer ignores any noise image it is given (so every layer of G_T takes one, whichever inject it)."""
+    the layer ignores any noise image it is given (so every layer of G_T takes one, whichever inject it); with
+    noise_gate its noise is weighted per location by its features (NoiseInjection)."""
 
-    def __init__(self, conv: nn.Module, out_channels: int, *, use_noise: bool = True) -> None:
+    def __init__(self, conv: nn.Module, out_channels: int, *, use_noise: bool = True, noise_gate: bool = False) -> None:
         super().__init__()
         self.conv = conv
-        self.noise = NoiseInjection() if use_noise else None
+        self.noise = NoiseInjection(out_channels if noise_gate else None) if use_noise else None
         self.activation = BiasedActivation(out_channels)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,18 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from infinitygan import build_generator, save_generator
+from infinitygan import build_generator, load_generator, save_generator
 from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_policy, translation
 from infinitygan.cli import main
 from infinitygan.discriminator import Discriminator
 from infinitygan.evaluate import structure_gain_probe
+from infinitygan.layers import NoiseInjection
 from infinitygan.losses import structure_gain
 from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, chunk_graph_bytes
 from infinitygan.sampling import sample_fake_inputs
 from infinitygan.training import ResumeError, TrainConfig, Trainer, phases, save_resume_point, seed_run_from, train
 from infinitygan.training.phases import autocast, path_length_step, set_lr
 from infinitygan.training.state import read_resume_point, read_run_meta
-from infinitygan.world import World, WorldSpec
+from infinitygan.world import World, WorldSpec, render_region
 from tests.model_fixtures import tiny_config as tiny_generator_config
 from tests.training_helpers import tiny_recipe
 
@@ -365,6 +366,59 @@ def test_old_run_configs_resume_with_noise_at_every_stage():
     assert tiny_recipe(noise_free_stages=2).generator_config().noise_free_stages == 2
 
 
+def test_noise_gate_weights_noise_per_location_and_starts_as_the_ungated_layer():
+    x, noise = torch.randn(2, 5, 6, 7), torch.randn(1, 1, 6, 7)
+    plain, gated = NoiseInjection(), NoiseInjection(5)
+    with torch.no_grad():
+        plain.strength.fill_(0.3)
+        gated.strength.fill_(0.3)
+    assert torch.equal(gated(x, noise), plain(x, noise))  # the gate's conv starts at zero: weight 1 everywhere
+    with torch.no_grad():
+        gated.gate.weight.normal_()
+        gated.gate.bias.fill_(0.5)
+    weight = 1.0 + torch.einsum("bchw,c->bhw", x, gated.gate.weight.flatten() * gated.gate.weight_gain) + 0.5
+    torch.testing.assert_close(gated(x, noise) - x, (0.3 * noise * weight[:, None]).expand(2, 5, 6, 7))
+    assert weight.std() > 0.1  # it varies per location, as the features do
+    with torch.no_grad():
+        gated.gate.weight.zero_()
+        gated.gate.bias.fill_(-1.0)
+    assert torch.equal(gated(x, noise), x)  # a closed gate: no grain at all
+
+
+def test_a_gated_generator_renders_what_its_ungated_warm_start_rendered_until_it_learns(tmp_path):
+    config = dataclasses.replace(tiny_generator_config(), noise_free_stages=2)
+    ungated = build_generator(config, init_seed=2)
+    with torch.no_grad():
+        for name, parameter in ungated.named_parameters():
+            if name.endswith("noise.strength"):
+                parameter.fill_(0.5)
+    gated = build_generator(dataclasses.replace(config, noise_gate=True), init_seed=5)
+    missing, unexpected = gated.load_state_dict(ungated.state_dict(), strict=False)
+    assert not unexpected and missing and all(".noise.gate." in name for name in missing)
+    assert all(name.startswith(("texture.stages.2.", "texture.stages.3.")) for name in missing)  # noisy stages only
+    spec = WorldSpec(seed=1)
+    assert np.array_equal(
+        render_region(World(gated, spec), -24, 8, 48, 40), render_region(World(ungated, spec), -24, 8, 48, 40)
+    )
+    with torch.no_grad():
+        for name, parameter in gated.named_parameters():
+            if name.endswith("noise.gate.bias"):
+                parameter.fill_(-1.0)  # closed: the picture no longer depends on the noise images
+    arguments = chunk_arguments(World(gated, spec))
+    graph, (local, coords, structure_style, texture_styles, *noises) = ChunkGraph(gated), arguments
+    with torch.no_grad():
+        base = graph(local, coords, structure_style, texture_styles, *noises)
+        other = [n + 1.0 for n in noises]
+        assert torch.equal(graph(local, coords, structure_style, texture_styles, *other), base)
+    session = ChunkSession(chunk_graph_bytes(gated))  # the exported graph carries the gates
+    np.testing.assert_allclose(session.run(*arguments), base.numpy(), atol=1e-4)
+    # The flag is the architecture's: stored with the checkpoint, read back; older configs lack it and mean no gate.
+    path = save_generator(gated, tmp_path / "gated.safetensors")
+    assert load_generator(path).generator.config.noise_gate
+    assert TrainConfig.from_dict({"preset": "tiny"}).noise_gate is False
+    assert tiny_recipe(noise_gate=True).generator_config().noise_gate
+
+
 def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscape_dir, tmp_path, capsys):
     old = train(tiny_recipe(max_iterations=2, noise_free_stages=0), landscape_dir, tmp_path / "old", progress=False)
     point = save_resume_point(tmp_path / "point.safetensors", old.models, old.run_state())
@@ -391,6 +445,8 @@ def test_a_resume_point_warm_starts_g_g_ema_and_d_of_a_new_architecture(landscap
     diverse = [*argv, "--out", str(tmp_path / "diverse"), "--max-iterations", "1", "--quiet", "--threads", "1"]
     assert main([*diverse, "--diversity-weight", "2.5"]) == 0
     assert read_run_meta(tmp_path / "diverse")["train_config"]["diversity_weight"] == 2.5
+    assert main([*diverse, "--out", str(tmp_path / "gated"), "--init-from", str(point), "--noise-gate"]) == 0
+    assert read_run_meta(tmp_path / "gated")["train_config"]["noise_gate"] is True
     assert main([*argv, "--diversity-weight", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "diversity_weight must be >= 0" in capsys.readouterr().err
     scene = ["--scene-weight", "1", "--scene-batch", "4", "--scene-d-lr", "0.003", "--scene-diversity-weight", "0.5"]

@@ -131,6 +131,7 @@ class TrainConfig:
     precision: str = "auto"
     init_from: str | None = None
     noise_free_stages: int = 1
+    noise_gate: bool = False
     structure_gain_weight: float = 0.0
     scene_weight: float = 0.0
     scene_interval: int = 4
@@ -187,8 +188,10 @@ class TrainConfig:
             )
 
     def generator_config(self) -> GeneratorConfig:
-        """The architecture this run trains: its preset with the recipe's noise_free_stages."""
-        return dataclasses.replace(PRESETS[self.preset], noise_free_stages=self.noise_free_stages)
+        """The architecture this run trains: its preset with the recipe's noise_free_stages and noise_gate."""
+        return dataclasses.replace(
+            PRESETS[self.preset], noise_free_stages=self.noise_free_stages, noise_gate=self.noise_gate
+        )
 
     def resolved_precision(self, device: str | None = None) -> str:
         """ "bf16" or "fp32": what the run computes in on device (default: self.device)."""
