@@ -18,7 +18,7 @@ from infinitygan.augment import POLICIES, color, cutout, diff_augment, parse_pol
 from infinitygan.cli import main
 from infinitygan.discriminator import Discriminator
 from infinitygan.evaluate import structure_gain_probe
-from infinitygan.layers import NoiseInjection
+from infinitygan.layers import NOISE_GATE_LR_MUL, NoiseInjection
 from infinitygan.losses import structure_gain
 from infinitygan.runtime import ChunkGraph, ChunkSession, chunk_arguments, chunk_graph_bytes
 from infinitygan.sampling import sample_fake_inputs
@@ -375,13 +375,13 @@ def test_noise_gate_weights_noise_per_location_and_starts_as_the_ungated_layer()
     assert torch.equal(gated(x, noise), plain(x, noise))  # the gate's conv starts at zero: weight 1 everywhere
     with torch.no_grad():
         gated.gate.weight.normal_()
-        gated.gate.bias.fill_(0.5)
+        gated.gate.bias.fill_(0.5 / gated.gate.lr_mul)  # stored / lr_mul, as every equalized-lr parameter
     weight = 1.0 + torch.einsum("bchw,c->bhw", x, gated.gate.weight.flatten() * gated.gate.weight_gain) + 0.5
     torch.testing.assert_close(gated(x, noise) - x, (0.3 * noise * weight[:, None]).expand(2, 5, 6, 7))
     assert weight.std() > 0.1  # it varies per location, as the features do
     with torch.no_grad():
         gated.gate.weight.zero_()
-        gated.gate.bias.fill_(-1.0)
+        gated.gate.bias.fill_(-1.0 / gated.gate.lr_mul)
     assert torch.equal(gated(x, noise), x)  # a closed gate: no grain at all
 
 
@@ -403,7 +403,7 @@ def test_a_gated_generator_renders_what_its_ungated_warm_start_rendered_until_it
     with torch.no_grad():
         for name, parameter in gated.named_parameters():
             if name.endswith("noise.gate.bias"):
-                parameter.fill_(-1.0)  # closed: the picture no longer depends on the noise images
+                parameter.fill_(-1.0 / NOISE_GATE_LR_MUL)  # closed: the picture no longer depends on the noise images
     arguments = chunk_arguments(World(gated, spec))
     graph, (local, coords, structure_style, texture_styles, *noises) = ChunkGraph(gated), arguments
     with torch.no_grad():
