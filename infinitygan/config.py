@@ -67,8 +67,8 @@ class GeneratorConfig:
         spans 8 output pixels, and the shipped small model learnt to draw it as white blotches and streaks on the
         ground and in the sky (strength 0.30 at step 42,269; zeroing it after training removes them).
     noise_gate: each noise-injecting G_T layer weights its noise per location by 1 + a zero-initialised 1x1 conv of
-        its features (layers.NoiseInjection), so G can keep grain off edges it would otherwise sparkle on; False:
-        one strength everywhere (StyleGAN2; checkpoints from before this field).
+        its features (layers.NoiseInjection), so G can say where grain goes instead of one strength everywhere
+        (False: StyleGAN2's; checkpoints from before this field).
     """
 
     preset: str

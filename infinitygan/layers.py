@@ -115,7 +115,7 @@ class EqualConv2d(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias * self.lr_mul if self.bias is not None and self.lr_mul != 1.0 else self.bias
+        bias = None if self.bias is None else self.bias * self.lr_mul
         return F.conv2d(x, self.weight * self.weight_gain, bias, stride=self.stride)
 
 
@@ -321,10 +321,10 @@ class NoiseInjection(nn.Module):
     def __init__(self, channels: int | None = None) -> None:
         super().__init__()
         self.strength = nn.Parameter(torch.zeros(()))
-        self.gate = EqualConv2d(channels, 1, 1, lr_mul=NOISE_GATE_LR_MUL) if channels is not None else None
-        if self.gate is not None:
-            with torch.no_grad():
-                self.gate.weight.zero_()
+        self.gate = None
+        if channels is not None:
+            self.gate = EqualConv2d(channels, 1, 1, lr_mul=NOISE_GATE_LR_MUL)
+            nn.init.zeros_(self.gate.weight)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.gate is None:
