@@ -114,7 +114,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         metrics = TileMetrics()
         cache = TileCache(link)
         grid = TileGrid(settings.native_zoom, settings.zoom_out_levels, settings.zoom_in_levels)
-        default_world = WorldRecord.create(renderer.model_hash, settings.default_seed, settings.default_psi)
+        default_world = WorldRecord.create(
+            renderer.model_hash, settings.default_seed, settings.default_psi, psi_local=settings.default_psi_local
+        )
         jobs = job_queue(link, renderer.model_hash, settings)
         worker = None
         if settings.outpaint_worker:

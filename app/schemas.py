@@ -8,9 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, Json, StrictInt, model_valida
 
 from infinitygan.biomes import MAX_REGION_PX, MAX_STYLES, MIN_REGION_PX, Biomes, BiomeStyle
 from infinitygan.blend import MAX_SMOOTH, MAX_SWAP_LEVEL
-from infinitygan.world import DEFAULT_PSI, SEED_LIMIT
+from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, SEED_LIMIT
 
 MAX_REACH_PX = 1 << 24  # a reach past this is the whole world in practice: omit it instead
+PSI_LOCAL_DESCRIPTION = (
+    "truncation of the local latents z_l (the per-location randomness of the layout), 0..2: 1 is untruncated, lower "
+    "trades variety for fewer rare local shapes"
+)
 
 
 class BiomeStyleBody(BaseModel):
@@ -67,6 +71,9 @@ class WorldCreate(BaseModel):
 
     seed: StrictInt = Field(ge=0, lt=SEED_LIMIT, description="world seed, as in `infinitygan render --seed`")
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, strict=True, description="truncation psi")
+    psi_local: float = Field(
+        DEFAULT_PSI_LOCAL, ge=0.0, le=2.0, allow_inf_nan=False, strict=True, description=PSI_LOCAL_DESCRIPTION
+    )
     biomes: BiomesBody | None = Field(None, description="regions along x with their own looks; omitted: one look")
     blend: BlendBody | None = Field(None, description="layer swapping with a partner model; omitted: the model alone")
 
@@ -84,6 +91,7 @@ class World(BaseModel):
     id: str
     seed: int
     psi: float
+    psi_local: float
     model_hash: str
     tiles: str = Field(description="tile URL template")
     tilejson: str
@@ -100,6 +108,7 @@ class OutpaintParams(BaseModel):
 
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the world the photo is placed in")
     psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation psi")
+    psi_local: float = Field(DEFAULT_PSI_LOCAL, ge=0.0, le=2.0, allow_inf_nan=False, description=PSI_LOCAL_DESCRIPTION)
     quality: Literal["fast", "best"] = Field("fast", description="inversion effort: fast (~40 steps) or best")
     reach: int | None = Field(
         None,
@@ -145,6 +154,7 @@ class Job(BaseModel):
     progress: int = Field(ge=0, le=100)
     seed: int
     psi: float
+    psi_local: float
     quality: Literal["fast", "best"]
     steps: int
     reach: int | None = Field(None, description="as requested; None: the whole world")

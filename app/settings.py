@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infinitygan.world import DEFAULT_PSI
+from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL
 
 
 class Settings(BaseSettings):
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     default_seed: int = Field(0, ge=0, lt=2**63)
     default_psi: float = Field(DEFAULT_PSI, ge=-2.0, le=2.0)
+    default_psi_local: float = Field(
+        DEFAULT_PSI_LOCAL, ge=0.0, le=2.0, description="the default world's truncation of the local latents z_l"
+    )
     memory_cache_mb: float = Field(
         128, ge=0, description="in-process tier of hot tiles in front of Redis, in MiB (0 = off); per process"
     )

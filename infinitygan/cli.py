@@ -76,7 +76,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
 
     validate_region(args.x, args.y, args.width, args.height)  # fail before the (slow) model load
     biomes = _biomes(args)
-    spec = WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed, biomes=biomes)
+    spec = WorldSpec(seed=args.seed, psi=args.psi, mix_seed=args.mix_seed, biomes=biomes, psi_local=args.psi_local)
     generator = load_generator(args.checkpoint).generator
     if args.blend_partner is not None:
         from infinitygan.blend import blend_generators
@@ -129,6 +129,17 @@ def _biomes(args: argparse.Namespace):
         raise CLIError(f"bad biomes: {exc}") from None
 
 
+def _add_psi_local(p: argparse.ArgumentParser) -> None:
+    from infinitygan.world import DEFAULT_PSI_LOCAL
+
+    p.add_argument(
+        "--psi-local",
+        type=float,
+        default=DEFAULT_PSI_LOCAL,
+        help=f"truncation of the local latents z_l, 0..2 (default: the served {DEFAULT_PSI_LOCAL}; 1: untruncated)",
+    )
+
+
 def _add_render(sub: argparse._SubParsersAction) -> None:
     from infinitygan.world import DEFAULT_PSI
 
@@ -136,6 +147,7 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="generator .safetensors (default: the shipped model)")
     p.add_argument("--seed", type=_int, required=True, help="world seed, 0 <= S < 2**63")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation psi (default {DEFAULT_PSI})")
+    _add_psi_local(p)
     p.add_argument("--mix-seed", type=_int, default=None, help="optional style-mixing seed (fine layers)")
     p.add_argument(
         "--biomes",
@@ -444,9 +456,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from infinitygan.checkpoint import load_generator
     from infinitygan.evaluate import EvalOptions, RealSet, evaluate, format_table
+    from infinitygan.world import WorldSpec
 
+    WorldSpec(seed=0, psi=args.psi, psi_local=args.psi_local)  # a bad truncation fails (RegionError) before loading
     models = [load_generator(path) for path in args.checkpoints]  # all load before the slow part: fail early
     options = EvalOptions(
+        psi=args.psi,
+        psi_local=args.psi_local,
         patches=args.patches,
         scaleinv_images=args.scaleinv_images,
         seeds=args.seeds,
@@ -494,7 +510,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data folder (from `infinitygan data fetch`, or any image folder)")
     p.add_argument("--json", action="store_true", help="print JSON (one object; keyed by checkpoint when several)")
     p.add_argument("--out", default=None, help="folder for contact sheets and large renders (a sub-folder each)")
-    p.add_argument("--strip", default=None, help="PNG: one row of 4 horizon-centred samples per model (psi 0.8)")
+    p.add_argument(
+        "--strip", default=None, help="PNG: one row of 4 horizon-centred samples per model (at the served truncation)"
+    )
+    p.add_argument(
+        "--psi",
+        type=float,
+        default=EvalOptions.psi,
+        help="truncation psi of every sample (default %(default)s: metrics judge the untruncated distribution)",
+    )
+    p.add_argument(
+        "--psi-local",
+        type=float,
+        default=EvalOptions.psi_local,
+        help="truncation of z_l of every sample (default %(default)s: untruncated)",
+    )
     p.add_argument("--patches", type=_int, default=512, help="real and fake patches for SWD")
     p.add_argument(
         "--patch-px",
@@ -644,7 +674,9 @@ def _cmd_sheet(args: argparse.Namespace) -> None:
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise CLIError(f"--out must end in .png, .jpg or .jpeg, got {args.out}")
     model = load_generator(args.checkpoint)
-    size = dict(seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, seed=args.seed)
+    size = dict(
+        seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, psi_local=args.psi_local, seed=args.seed
+    )
     if args.blend_partner is None:
         if args.swap_levels is not None:
             raise CLIError("--swap-levels needs --blend-partner")
@@ -674,6 +706,7 @@ def _add_sheet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=_int, default=1024, help="pixels per world")
     p.add_argument("--height", type=_int, default=512, help="pixels per world")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation (default: the served {DEFAULT_PSI})")
+    _add_psi_local(p)
     p.add_argument("--blend-partner", default=None, help="a fine-tune: one row per swap level, one column per seed")
     p.add_argument(
         "--swap-levels", type=_levels, default=None, help="comma-separated, e.g. -1,0,1,2 (default: -1 and every level)"

@@ -40,10 +40,10 @@ from PIL import Image
 
 from infinitygan.anchor import Anchor
 from infinitygan.checkpoint import LoadedGenerator
-from infinitygan.generator import Generator
+from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import structure_gain
 from infinitygan.sampling import sample_fake_inputs
-from infinitygan.world import CHUNK_PX, DEFAULT_PSI, World, WorldSpec, render_region
+from infinitygan.world import CHUNK_PX, DEFAULT_PSI, DEFAULT_PSI_LOCAL, World, WorldSpec, render_region
 
 SCALEINV_DOWNSAMPLE = 4  # swd_scaleinv_4x: whole-height squares mean-pooled this many times before SWD
 
@@ -62,6 +62,7 @@ class EvalOptions:
     seam_seeds: int = 16  # one world's seam ratio varies by ~0.1 (std); 16 worlds bring the mean to ~+-0.025
     seed: int = 0
     psi: float = 1.0  # metrics judge the untruncated distribution
+    psi_local: float = 1.0  # (of z_l too)
     patch_px: int | None = None  # SWD patch side; default: the model's training patch (texture_size(patch_cells))
     scene_height: int | None = None  # default: the checkpoint's training value, else 256
     batch: int = 32
@@ -231,9 +232,11 @@ def fake_patches(
     seed: int,
     batch: int,
     size: int | None = None,
+    psi_local: float = 1.0,
 ) -> torch.Tensor:
     """Generated patches of `cells` z_S cells whose top rows lie at top_px (random horizontal phase, no jitter),
-    cropped to their top-left size x size (default: whole): (n, 3, P, P) in [-1, 1]."""
+    cropped to their top-left size x size (default: whole): (n, 3, P, P) in [-1, 1]. psi and psi_local truncate as
+    a world's (infinitygan.world.WorldSpec)."""
     generator.eval()
     rng = torch.Generator().manual_seed(seed)
     device = next(generator.parameters()).device
@@ -243,7 +246,12 @@ def fake_patches(
             generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, pairs=None, jitter=False
         )
         styles = generator.texture_styles(fake.z_global, psi=psi)
-        image = generator(fake.inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu()
+        inputs = fake.inputs
+        if psi_local != 1.0:
+            inputs = WindowInputs(
+                local_latents=inputs.local_latents * psi_local, coords=inputs.coords, noises=inputs.noises
+            )
+        image = generator(inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu()
         out.append(image if size is None else image[..., :size, :size])
     return torch.cat(out)
 
@@ -334,7 +342,15 @@ def patch_swd(generator: Generator, reals: RealSet, cells: int, split: str = "tr
     options = reals.options
     n = options.patches
     images, top_px = reals.patches(split, generator.geometry.texture_size(cells))
-    fakes = fake_patches(generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch)
+    fakes = fake_patches(
+        generator,
+        top_px[:n],
+        cells,
+        psi=options.psi,
+        seed=options.seed,
+        batch=options.batch,
+        psi_local=options.psi_local,
+    )
     fake_swd, floor_swd = _swd_against(fakes, images, n, options)
     return fake_swd["mean"], floor_swd["mean"]
 
@@ -366,7 +382,14 @@ def evaluate(
             continue
         images, top_px = reals.patches(split, patch_px)
         fakes = fake_patches(
-            generator, top_px[:n], cells, psi=options.psi, seed=options.seed, batch=options.batch, size=patch_px
+            generator,
+            top_px[:n],
+            cells,
+            psi=options.psi,
+            seed=options.seed,
+            batch=options.batch,
+            size=patch_px,
+            psi_local=options.psi_local,
         )
         fake_swd, floor_swd = _swd_against(fakes, images, n, options)
         result[prefix] = round(fake_swd["mean"], 3)
@@ -381,7 +404,7 @@ def evaluate(
     real_squares, floor_squares, horizons = real_squares[:count], real_squares[count:], horizons[:count]
     fake_squares = []
     for i, horizon in enumerate(horizons):
-        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        world = _metric_world(generator, options.seed * 7919 + i, options)
         pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2), top=-horizon)
         fake_squares.append(uint8_to_tensor(pixels))
     scaleinv = swd(
@@ -398,13 +421,13 @@ def evaluate(
     )
     world_renders = []
     for i in range(options.seeds):
-        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        world = _metric_world(generator, options.seed * 7919 + i, options)
         world_renders.append(scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2)))
 
     diversity = _diversity(generator, options, scene_height)
     seams = []
     for i in range(options.seam_seeds):
-        world = World(generator, WorldSpec(seed=options.seed * 7919 + i, psi=options.psi))
+        world = _metric_world(generator, options.seed * 7919 + i, options)
         x0, y0 = -CHUNK_PX, -2 * CHUNK_PX
         pixels = render_region(world, x0, y0, 3 * CHUNK_PX, 4 * CHUNK_PX)
         seams.append(seam_ratio(pixels, x0, y0, period=generator.geometry.cell_px))
@@ -422,6 +445,7 @@ def evaluate(
             "patches": n,
             "scene_height": scene_height,
             "psi": options.psi,
+            "psi_local": options.psi_local,
             "trained_iterations": model.metadata.get("trained_iterations"),
             "model_hash": model.model_hash,
         }
@@ -429,6 +453,10 @@ def evaluate(
     if out_dir is not None:
         _write_images(generator, world_renders, options, out_dir)
     return result
+
+
+def _metric_world(generator: Generator, seed: int, options: EvalOptions) -> World:
+    return World(generator, WorldSpec(seed=seed, psi=options.psi, psi_local=options.psi_local))
 
 
 def has_split(data_dir: Path, split: str) -> bool:
@@ -441,7 +469,7 @@ def _diversity(generator: Generator, options: EvalOptions, scene_height: int) ->
     """Same region, different seeds: mean |a - b| over all seed pairs, pixels in [0, 1]."""
     renders = []
     for i in range(max(2, options.seeds)):
-        world = World(generator, WorldSpec(seed=options.seed * 7919 + 100 + i, psi=options.psi))
+        world = _metric_world(generator, options.seed * 7919 + 100 + i, options)
         renders.append(scene_squares(world, scene_height, column=0).astype(np.float64) / 255)
     distances = [np.abs(a - b).mean() for a, b in itertools.combinations(renders, 2)]
     return float(np.mean(distances))
@@ -451,7 +479,7 @@ def _write_images(generator: Generator, renders: list[np.ndarray], options: Eval
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(renders)).save(out_dir / "contact_sheet.png")
     width, height = options.large_render_px
-    world = World(generator, WorldSpec(seed=options.seed, psi=DEFAULT_PSI))
+    world = World(generator, WorldSpec(seed=options.seed))  # as served: DEFAULT_PSI, DEFAULT_PSI_LOCAL
     large = render_region(world, -width // 2, -height // 2, width, height)
     Image.fromarray(large).save(out_dir / "large_render.png")
 
@@ -485,7 +513,13 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def sample_strip(
-    generators: dict[str, Generator], scene_height: int, *, seeds: int = 4, psi: float = DEFAULT_PSI, seed: int = 0
+    generators: dict[str, Generator],
+    scene_height: int,
+    *,
+    seeds: int = 4,
+    psi: float = DEFAULT_PSI,
+    psi_local: float = DEFAULT_PSI_LOCAL,
+    seed: int = 0,
 ) -> Image.Image:
     """One row per model: `seeds` scene-height squares centred on the horizon (the same world seeds and columns for
     every model), its name written above; for comparing models by eye."""
@@ -499,7 +533,7 @@ def sample_strip(
         top = row * (scene_height + label + gap)
         draw.text((2, top + 2), name, fill=(0, 0, 0))
         for i in range(seeds):
-            world = World(generator.eval(), WorldSpec(seed=seed * 7919 + i, psi=psi))
+            world = World(generator.eval(), WorldSpec(seed=seed * 7919 + i, psi=psi, psi_local=psi_local))
             pixels = scene_squares(world, scene_height, column=CHUNK_PX * (i % 5 - 2))
             sheet.paste(Image.fromarray(pixels), (i * (scene_height + gap), top + label))
     return sheet
@@ -512,14 +546,15 @@ def horizon_sheet(
     width: int = 1024,
     height: int = 512,
     psi: float = DEFAULT_PSI,
+    psi_local: float = DEFAULT_PSI_LOCAL,
     seed: int = 0,
     columns: int = 2,
 ) -> Image.Image:
     """A contact sheet for judging a model by eye: world seeds seed..seed+seeds-1, each a width x height region
-    centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi, `columns` per row,
-    the seed written above each. Raises ValueError for a non-positive size or count."""
-    panels = [(f"seed {seed + i}, psi {psi:g}", generator, seed + i) for i in range(seeds)]
-    return _sheet(panels, width=width, height=height, psi=psi, columns=columns)
+    centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi and psi_local,
+    `columns` per row, the seed written above each. Raises ValueError for a non-positive size or count."""
+    panels = [(f"seed {seed + i}, psi {psi:g}, psi_local {psi_local:g}", generator, seed + i) for i in range(seeds)]
+    return _sheet(panels, width=width, height=height, psi=psi, psi_local=psi_local, columns=columns)
 
 
 def swap_sheet(
@@ -531,6 +566,7 @@ def swap_sheet(
     width: int = 256,
     height: int = 256,
     psi: float = DEFAULT_PSI,
+    psi_local: float = DEFAULT_PSI_LOCAL,
     seed: int = 0,
 ) -> Image.Image:
     """Layer swapping at a glance: one row per swap level (layers above it from `partner`, the rest from `base`:
@@ -542,10 +578,12 @@ def swap_sheet(
     for level in swap_levels:
         blended = blend_generators(base, partner, level)
         panels += [(f"swap level {level:g}, seed {seed + i}", blended, seed + i) for i in range(seeds)]
-    return _sheet(panels, width=width, height=height, psi=psi, columns=seeds)
+    return _sheet(panels, width=width, height=height, psi=psi, psi_local=psi_local, columns=seeds)
 
 
-def _sheet(panels: list[tuple[str, Generator, int]], *, width: int, height: int, psi: float, columns: int):
+def _sheet(
+    panels: list[tuple[str, Generator, int]], *, width: int, height: int, psi: float, psi_local: float, columns: int
+):
     from PIL import ImageDraw
 
     if not panels or width < 1 or height < 1 or columns < 1:
@@ -557,7 +595,7 @@ def _sheet(panels: list[tuple[str, Generator, int]], *, width: int, height: int,
     for i, (text, generator, world_seed) in enumerate(panels):
         left, top = (i % columns) * (width + gap), (i // columns) * (height + label + gap)
         draw.text((left + 2, top + 2), text, fill=(0, 0, 0))
-        world = World(generator.eval(), WorldSpec(seed=world_seed, psi=psi))
+        world = World(generator.eval(), WorldSpec(seed=world_seed, psi=psi, psi_local=psi_local))
         pixels = render_region(world, -width // 2, -height // 2, width, height)
         sheet.paste(Image.fromarray(pixels), (left, top + label))
     return sheet

@@ -1,4 +1,4 @@
-"""A world = (generator, seed, truncation psi, optional style-mixing seed), rendered by rectangles.
+"""A world = (generator, seed, truncation psi and psi_local, optional style-mixing seed), rendered by rectangles.
 
 Every render is assembled from fixed chunks of CHUNK_PX x CHUNK_PX world pixels aligned on a global grid, each
 computed with exactly the same tensor shapes. Any two renders of the same world therefore run identical arithmetic
@@ -36,6 +36,7 @@ COORD_LIMIT = 2**40  # |x|, |y| of every rendered pixel
 MAX_REGION_PIXELS = 2**27  # one render_region call (~400 MB of RGB)
 SEED_LIMIT = 2**63
 DEFAULT_PSI = 0.8
+DEFAULT_PSI_LOCAL = 0.5
 
 
 class ChunkRunner(Protocol):
@@ -50,13 +51,21 @@ class RegionError(ValueError):
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """seed, truncation psi, optional style-mixing seed, and optional biomes (regions along x with their own global
-    styles, `infinitygan.biomes`; a world with biomes ignores mix_seed)."""
+    """seed, truncation psi, optional style-mixing seed, optional biomes (regions along x with their own global
+    styles, `infinitygan.biomes`; a world with biomes ignores mix_seed), and psi_local.
+
+    psi truncates the global latents (z_g toward 0 for G_S, w toward its mean for G_T: StyleGAN's truncation trick);
+    psi_local, in [0, 2], does the same for the local latents z_l (their mean is 0: z_l is multiplied by it). 1 draws
+    from the distribution the generator was trained on; lower values trade structure (and, measured, closeness to
+    the training photos) for fewer local shapes such as the teacher's floating blobs (MODEL_CARD.md, "Truncation").
+    The noise images are not truncated: measured, that only took away fine texture the photos have. Raises
+    RegionError for values outside those ranges."""
 
     seed: int
     psi: float = DEFAULT_PSI
     mix_seed: int | None = None
     biomes: Biomes | None = None
+    psi_local: float = DEFAULT_PSI_LOCAL
 
     def __post_init__(self) -> None:
         for name, value in (("seed", self.seed), ("mix_seed", self.mix_seed)):
@@ -66,6 +75,13 @@ class WorldSpec:
                 raise RegionError(f"{name} must be an integer in [0, 2**63), got {value!r}")
         if not (isinstance(self.psi, int | float) and math.isfinite(self.psi) and -2.0 <= self.psi <= 2.0):
             raise RegionError(f"psi must be a number in [-2, 2], got {self.psi!r}")
+        if not (
+            isinstance(self.psi_local, int | float)
+            and not isinstance(self.psi_local, bool)
+            and math.isfinite(self.psi_local)
+            and 0.0 <= self.psi_local <= 2.0
+        ):
+            raise RegionError(f"psi_local must be a number in [0, 2], got {self.psi_local!r}")
 
 
 class World:
@@ -97,8 +113,9 @@ class World:
 
     # ---- inputs ----------------------------------------------------------------------------------------------------
     def local_latents(self, row0: int, col0: int, height: int, width: int) -> torch.Tensor:
-        """(local_dim, height, width) z_l for global cells [row0, +height) x [col0, +width)."""
-        return normal_grid(self.spec.seed, STREAM_LOCAL, row0, col0, height, width, self.generator.config.local_dim)
+        """(local_dim, height, width) z_l for global cells [row0, +height) x [col0, +width), truncated by psi_local."""
+        z_local = normal_grid(self.spec.seed, STREAM_LOCAL, row0, col0, height, width, self.generator.config.local_dim)
+        return z_local * self.spec.psi_local
 
     def window_inputs(self, row0: int, col0: int, rows: int, cols: int, *, every_noise: bool = False) -> WindowInputs:
         """Inputs of the z_S window of rows x cols cells whose top-left cell is (row0, col0). The noise images of

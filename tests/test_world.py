@@ -105,7 +105,20 @@ def test_extreme_but_valid_coordinates_render():
     assert far.shape == (16, 16, 3)
 
 
-@pytest.mark.parametrize("spec", [{"seed": -1}, {"seed": 2**63}, {"seed": 1, "psi": float("nan")}, {"seed": "1"}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"seed": -1},
+        {"seed": 2**63},
+        {"seed": 1, "psi": float("nan")},
+        {"seed": "1"},
+        {"seed": 1, "psi_local": -0.01},
+        {"seed": 1, "psi_local": 2.5},
+        {"seed": 1, "psi_local": float("inf")},
+        {"seed": 1, "psi_local": True},
+        {"seed": 1, "psi_local": "0.5"},
+    ],
+)
 def test_bad_world_specs_are_rejected(spec):
     with pytest.raises(RegionError):
         WorldSpec(**spec)
@@ -175,6 +188,27 @@ GOLDEN_GRID = [
     ],
 ]
 GOLDEN_VECTOR = [0.5395479798316956, -1.3843244314193726, 0.41073304414749146, 1.5443520545959473]
+
+
+def test_psi_local_scales_z_l_and_nothing_else():
+    """psi_local truncates the local latents; 1 is bit-for-bit what the generator draws untruncated."""
+    generator = lively_tiny_generator("transposed")
+    base = World(generator, WorldSpec(seed=9, psi_local=1.0))
+    window = base.chunk_window(0, -1)
+    full = base.window_inputs(*window, every_noise=True)
+    m, (rows, cols) = generator.geometry.structure_margin, full.local_latents.shape[-2:]
+    drawn = normal_grid(9, STREAM_LOCAL, window[0] - m, window[1] - m, rows, cols, generator.config.local_dim)
+    assert torch.equal(full.local_latents[0], drawn)  # untruncated: the hashed z_l as it is
+    for psi_local in (0.0, 0.4, 1.7):
+        truncated = World(generator, WorldSpec(seed=9, psi_local=psi_local))
+        inputs = truncated.window_inputs(*window, every_noise=True)
+        assert torch.equal(inputs.local_latents, full.local_latents * psi_local)
+        assert torch.equal(inputs.coords, full.coords)
+        for noise, untruncated in zip(inputs.noises, full.noises, strict=True):
+            assert torch.equal(noise, untruncated)  # the noise is not truncated
+        assert torch.equal(truncated.texture_styles, base.texture_styles)  # psi's job, not psi_local's
+    calm = render_region(World(generator, WorldSpec(seed=9, psi_local=0.4)), 0, 0, 128, 128)
+    assert np.abs(calm.astype(int) - render_region(base, 0, 0, 128, 128)).mean() > 1
 
 
 def test_noise_a_generator_does_not_read_is_not_hashed_and_changes_nothing():

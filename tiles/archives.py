@@ -45,7 +45,7 @@ def _canonical(value: object) -> object:
 def archive_metadata(layout: ExportLayout, world: WorldRecord) -> dict:
     """The metadata both formats carry: TileJSON-like fields plus `infinitygan` (ExportLayout.describe)."""
     low, high = layout.archive_zooms
-    description = f"endless landscape, seed {world.seed}, psi {world.psi}"
+    description = f"endless landscape, seed {world.seed}, psi {world.psi}, psi_local {world.psi_local}"
     if world.anchor is not None:
         description += ", continuing an uploaded photo"
     return {

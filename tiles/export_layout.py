@@ -200,7 +200,13 @@ class ExportLayout:
 
         `addressing.tiles` lists, per world zoom, the exported world tile ranges (inclusive) and the tile offset
         (archive x = world x - offset[0], archive y = world y - offset[1])."""
-        world_info = {"id": world.id, "model_hash": world.model_hash, "seed": world.seed, "psi": world.psi}
+        world_info = {
+            "id": world.id,
+            "model_hash": world.model_hash,
+            "seed": world.seed,
+            "psi": world.psi,
+            "psi_local": world.psi_local,
+        }
         if world.anchor is not None:
             world_info["anchor"] = world.anchor
             world_info["footprint"] = list(world.footprint) if world.footprint is not None else None

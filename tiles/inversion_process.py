@@ -64,6 +64,7 @@ class InversionJob:
     max_aspect: float
     reach_px: int | None = None  # world pixels the photo's styles reach; None: the whole world
     horizon: float | None = None  # the photo's horizon row (fraction of its height); None: estimated
+    psi_local: float = 1.0  # truncation of z_l (infinitygan.world.WorldSpec)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def _run_in_child(job: InversionJob) -> InversionOutput:
         if _stop.is_set():
             raise Interrupted
         config = dataclasses.replace(QUALITY[job.quality], steps=job.steps, reach_px=job.reach_px)
-        spec = WorldSpec(seed=job.seed, psi=job.psi)
+        spec = WorldSpec(seed=job.seed, psi=job.psi, psi_local=job.psi_local)
         anchor, report = outpaint_photo(
             _generator, spec, np.ascontiguousarray(photo), _scene_height, config,
             alpha=alpha, horizon=job.horizon, progress=on_step,

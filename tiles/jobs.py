@@ -38,6 +38,7 @@ from typing import Literal
 
 from infinitygan.biomes import Biomes
 from infinitygan.invert import INVERSION_VERSION, QUALITY
+from infinitygan.world import DEFAULT_PSI_LOCAL
 from tiles.anchors import anchor_key
 from tiles.errors import UnknownJob, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
@@ -130,6 +131,8 @@ def job_id_for(image: bytes, request: JobRequest, model_hash: str) -> str:
     )
     if r.biomes is not None:
         digest.update(("/biomes/" + json.dumps(r.biomes.describe(), sort_keys=True)).encode())
+    if r.psi_local != 1.0:  # (jobs from before psi_local were untruncated, and keep their ids)
+        digest.update(f"/psi_local/{float(r.psi_local)!r}".encode())
     inversion = json.dumps(dataclasses.asdict(QUALITY[r.quality]), sort_keys=True)
     digest.update(f"/inversion/{INVERSION_VERSION}/{inversion}".encode())
     return digest.hexdigest()[:16]
@@ -144,6 +147,7 @@ class JobRequest:
     reach: int | None = None  # world pixels the photo's look reaches; None: the whole world
     horizon: float | None = None  # the photo's horizon row, a fraction of its height; None: estimated
     biomes: Biomes | None = None  # regions along x of the world beyond the photo's reach (needs a reach)
+    psi_local: float = DEFAULT_PSI_LOCAL  # truncation of z_l (infinitygan.world.WorldSpec)
 
     def fields(self) -> dict[str, str]:
         """The request as strings for the job's Redis hash ("" for None)."""
@@ -152,6 +156,7 @@ class JobRequest:
             "reach": "" if self.reach is None else str(self.reach),
             "horizon": "" if self.horizon is None else repr(float(self.horizon)),
             "biomes": "" if self.biomes is None else json.dumps(self.biomes.describe(), sort_keys=True),
+            "psi_local": repr(float(self.psi_local)),
         }  # fmt: skip
 
     @classmethod
@@ -161,6 +166,7 @@ class JobRequest:
             int(text["seed"]), float(text["psi"]), text["quality"], int(text["steps"]),
             reach=int(reach) if reach else None, horizon=float(horizon) if horizon else None,
             biomes=biomes_from(json.loads(biomes)) if biomes else None,
+            psi_local=float(text.get("psi_local", "1.0")),  # jobs from before psi_local were untruncated
         )  # fmt: skip
 
 

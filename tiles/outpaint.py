@@ -163,7 +163,7 @@ class OutpaintWorker:
         request = record.request
         job = InversionJob(
             claim.image, request.seed, request.psi, request.quality, request.steps, self.max_aspect,
-            reach_px=request.reach, horizon=request.horizon,
+            reach_px=request.reach, horizon=request.horizon, psi_local=request.psi_local,
         )  # fmt: skip
         heartbeat = asyncio.create_task(self._heartbeat(record.id, process))
         try:
@@ -172,7 +172,7 @@ class OutpaintWorker:
             heartbeat.cancel()
             world = WorldRecord.create(
                 self.model_hash, request.seed, request.psi, anchor=record.id, footprint=output.footprint,
-                biomes=request.biomes,
+                biomes=request.biomes, psi_local=request.psi_local,
             )  # fmt: skip
             result = JobResult(world.id, output.footprint, output.reconstruction_psnr, output.seconds, output.horizon)
             await self.queue.complete(record.id, world, output.anchor, result)

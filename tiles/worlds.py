@@ -1,5 +1,5 @@
-"""Worlds the service knows: a seed and psi (and optionally a photo anchor) under a content-addressed id, persisted
-in Redis without a TTL."""
+"""Worlds the service knows: a seed, psi and psi_local (and optionally a photo anchor, biomes, a blend) under a
+content-addressed id, persisted in Redis without a TTL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from infinitygan.biomes import Biomes, BiomeStyle
 from infinitygan.blend import Blend
-from infinitygan.world import DEFAULT_PSI, WorldSpec
+from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, WorldSpec
 from tiles.errors import UnknownWorld, WorldStoreUnavailable
 from tiles.redis_link import RedisLink, RedisUnavailable
 
@@ -27,12 +27,16 @@ def world_id(
     anchor: str | None = None,
     biomes: Biomes | None = None,
     blend: Blend | None = None,
+    psi_local: float = 1.0,
 ) -> str:
-    """Same model, seed and psi (and anchor, and biomes) -> same id, so creating a world twice is harmless. The model
-    hash is part of the id because tile URLs under a world id are served as immutable: a different model must never
-    reuse the URL. The anchor id is itself content-addressed (photo, parameters, model), so it pins the anchored
-    pixels too; biomes enter through their canonical JSON."""
+    """Same model, seed and psi (and anchor, biomes, blend, psi_local) -> same id, so creating a world twice is
+    harmless. The model hash is part of the id because tile URLs under a world id are served as immutable: a different
+    model must never reuse the URL. The anchor id is itself content-addressed (photo, parameters, model), so it pins
+    the anchored pixels too; biomes enter through their canonical JSON. An untruncated psi_local (1, what every world
+    rendered before it existed) adds nothing, so those worlds keep their ids."""
     key = f"{model_hash}/{seed}/{float(psi)!r}" + (f"/anchor/{anchor}" if anchor is not None else "")
+    if psi_local != 1.0:
+        key += f"/psi_local/{float(psi_local)!r}"
     if biomes is not None:
         key += "/biomes/" + json.dumps(biomes.describe(), sort_keys=True)
     if blend is not None:
@@ -53,6 +57,7 @@ class WorldRecord:
     id: str
     seed: int
     psi: float
+    psi_local: float
     model_hash: str
     anchor: str | None = None  # id of a photo anchor in the AnchorStore
     footprint: tuple[int, int, int, int] | None = None  # the anchor's photo (x, y, width, height), native pixels
@@ -66,16 +71,18 @@ class WorldRecord:
         seed: int,
         psi: float = DEFAULT_PSI,
         *,
+        psi_local: float = DEFAULT_PSI_LOCAL,
         anchor: str | None = None,
         footprint: tuple[int, int, int, int] | None = None,
         biomes: Biomes | None = None,
         blend: Blend | None = None,
     ) -> WorldRecord:
-        WorldSpec(seed=seed, psi=psi)  # validates (RegionError) before anything is stored
+        WorldSpec(seed=seed, psi=psi, psi_local=psi_local)  # validates (RegionError) before anything is stored
         return cls(
-            id=world_id(model_hash, seed, psi, anchor, biomes, blend),
+            id=world_id(model_hash, seed, psi, anchor, biomes, blend, psi_local),
             seed=seed,
             psi=float(psi),
+            psi_local=float(psi_local),
             model_hash=model_hash,
             anchor=anchor,
             footprint=tuple(footprint) if footprint is not None else None,
@@ -85,7 +92,7 @@ class WorldRecord:
 
     @property
     def spec(self) -> WorldSpec:
-        return WorldSpec(seed=self.seed, psi=self.psi, biomes=self.biomes)
+        return WorldSpec(seed=self.seed, psi=self.psi, biomes=self.biomes, psi_local=self.psi_local)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -107,6 +114,7 @@ class WorldRecord:
             id=data["id"],
             seed=int(data["seed"]),
             psi=float(data["psi"]),
+            psi_local=float(data.get("psi_local", 1.0)),  # records from before psi_local rendered untruncated
             model_hash=data["model_hash"],
             anchor=data.get("anchor"),
             footprint=tuple(int(v) for v in footprint) if footprint is not None else None,
@@ -128,9 +136,14 @@ class WorldRegistry:
         self._memo: OrderedDict[str, WorldRecord] = OrderedDict({default.id: default})
 
     async def create(
-        self, seed: int, psi: float = DEFAULT_PSI, biomes: Biomes | None = None, blend: Blend | None = None
+        self,
+        seed: int,
+        psi: float = DEFAULT_PSI,
+        biomes: Biomes | None = None,
+        blend: Blend | None = None,
+        psi_local: float = DEFAULT_PSI_LOCAL,
     ) -> WorldRecord:
-        record = WorldRecord.create(self.model_hash, seed, psi, biomes=biomes, blend=blend)
+        record = WorldRecord.create(self.model_hash, seed, psi, psi_local=psi_local, biomes=biomes, blend=blend)
         try:
             await self.link.run(lambda r: r.set(WORLD_KEY_PREFIX + record.id, record.to_json()))
         except RedisUnavailable as exc:

@@ -58,6 +58,7 @@ def job_body(request: Request, record: JobRecord) -> Job:
         progress=record.progress,
         seed=req.seed,
         psi=req.psi,
+        psi_local=req.psi_local,
         quality=req.quality,
         steps=req.steps,
         reach=req.reach,
@@ -79,9 +80,10 @@ def job_body(request: Request, record: JobRecord) -> Job:
     responses=error_responses(400, 413, 415, 422, 503),
 )
 async def outpaint(request: Request, response: Response, resources: ResourcesDep) -> Job:
-    """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `quality`, `reach`,
-    `horizon`, `biomes`). Transparent pixels (PNG or WebP alpha, a palette's transparent index) are left for the world
-    to fill. The same photo and parameters give the same job and world. Follow the job at the Location header."""
+    """Queue the outpainting of a photo (multipart field `image`; optional `seed`, `psi`, `psi_local`, `quality`,
+    `reach`, `horizon`, `biomes`). Transparent pixels (PNG or WebP alpha, a palette's transparent index) are left for
+    the world to fill. The same photo and parameters give the same job and world. Follow the job at the Location
+    header."""
     settings = resources.settings
     image, params = await read_outpaint_form(request, settings.outpaint_max_upload_bytes)
     # A full decode now, so a bad upload is refused here and nothing of it is ever stored.
@@ -97,7 +99,14 @@ async def outpaint(request: Request, response: Response, resources: ResourcesDep
     steps = settings.outpaint_steps or QUALITY[params.quality].steps
     biomes = params.biomes.to_biomes() if params.biomes is not None else None
     request_ = JobRequest(
-        params.seed, params.psi, params.quality, steps, reach=params.reach, horizon=params.horizon, biomes=biomes
+        params.seed,
+        params.psi,
+        params.quality,
+        steps,
+        reach=params.reach,
+        horizon=params.horizon,
+        biomes=biomes,
+        psi_local=params.psi_local,
     )
     record, _ = await resources.jobs.submit(image, request_)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/jobs/{record.id}"

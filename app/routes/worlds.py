@@ -37,6 +37,7 @@ def world_body(request: Request, record: WorldRecord, resources: Resources | Non
         id=record.id,
         seed=record.seed,
         psi=record.psi,
+        psi_local=record.psi_local,
         model_hash=record.model_hash,
         tiles=f"{base}/worlds/{record.id}/tiles/{{z}}/{{x}}/{{y}}.png",
         tilejson=f"{base}/worlds/{record.id}/tilejson.json",
@@ -53,7 +54,7 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
     return TileJSON(
         tiles=[world.tiles],
         name=f"InfinityGAN world {record.id}",
-        description=f"endless landscape, seed {record.seed}, psi {record.psi}"
+        description=f"endless landscape, seed {record.seed}, psi {record.psi}, psi_local {record.psi_local}"
         + (", continuing an uploaded photo" if record.anchor is not None else "")
         + (f", biomes every ~{record.biomes.region_px} px along x" if record.biomes is not None else ""),
         version=f"{record.model_hash}.{record.id}",
@@ -69,8 +70,8 @@ def tilejson_body(request: Request, record: WorldRecord, resources: Resources) -
 
 @router.post("/worlds", status_code=201, response_model=World, responses=error_responses(400, 422, 503))
 async def create_world(body: WorldCreate, request: Request, response: Response, resources: ResourcesDep) -> World:
-    """Create (or find again: ids are content-addressed) the world of a seed and psi (and biomes) under this server's
-    model."""
+    """Create (or find again: ids are content-addressed) the world of a seed, psi and psi_local (and biomes, and a
+    blend) under this server's model."""
     biomes = body.biomes.to_biomes() if body.biomes is not None else None
     blend = None
     if body.blend is not None:
@@ -79,7 +80,7 @@ async def create_world(body: WorldCreate, request: Request, response: Response, 
             available = sorted(resources.partner_hashes) or "none"
             raise UnknownPartnerModel(f"unknown partner model {body.blend.partner!r}; available: {available}")
         blend = Blend(partner, body.blend.swap_level, body.blend.smooth)
-    record = await resources.worlds.create(body.seed, body.psi, biomes, blend)
+    record = await resources.worlds.create(body.seed, body.psi, biomes, blend, body.psi_local)
     response.headers["Location"] = f"{request.scope.get('root_path', '')}/worlds/{record.id}"
     return world_body(request, record, resources)
 

@@ -63,6 +63,7 @@ async function openWorld(worldId, view) {
   map.setView(map.unproject([x, y], tilejson.nativeZoom), zoom);
   document.getElementById("seed").value = String(tilejson.world.seed);
   document.getElementById("psi").value = String(tilejson.world.psi);
+  document.getElementById("psi-local").value = String(tilejson.world.psi_local);
   const biomes = tilejson.world.biomes;
   document.getElementById("biomes").checked = Boolean(biomes);
   if (biomes) document.getElementById("region").value = String(biomes.region_px);
@@ -78,6 +79,7 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
   event.preventDefault();
   const seed = document.getElementById("seed").value.trim();
   const psi = Number(document.getElementById("psi").value);
+  const psiLocal = Number(document.getElementById("psi-local").value);
   if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
   let biomes = "";
   if (document.getElementById("biomes").checked) {
@@ -97,7 +99,7 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
     // The seed goes into the JSON as typed: seeds beyond 2**53 would lose digits as a JS number.
     const world = await fetchJSON("worlds", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: `{"seed": ${seed}, "psi": ${psi}${biomes}${blend}}`,
+      body: `{"seed": ${seed}, "psi": ${psi}, "psi_local": ${psiLocal}${biomes}${blend}}`,
     });
     const centre = tilejson ? map.project(map.getCenter(), tilejson.nativeZoom) : { x: 0, y: 0 };
     await openWorld(world.id, { z: map.getZoom(), x: Math.round(centre.x), y: Math.round(centre.y) });
@@ -153,6 +155,7 @@ document.getElementById("outpaint").addEventListener("submit", async (event) => 
   form.append("image", file);
   form.append("seed", seed);
   form.append("psi", document.getElementById("psi").value || "0.8");
+  if (document.getElementById("psi-local").value) form.append("psi_local", document.getElementById("psi-local").value);
   form.append("quality", document.getElementById("quality").value);
   const button = event.target.querySelector("button");
   button.disabled = true;

@@ -21,6 +21,7 @@ from pmtiles.reader import MmapSource, Reader, all_tiles
 
 from app.cli import main as cli_main
 from app.exporting import ExportProgress, export_area, sidecar_path
+from infinitygan.world import DEFAULT_PSI_LOCAL
 from tests.service.conftest import LiveServer, service_settings
 from tiles.cache import tile_key
 from tiles.export_layout import MAX_EXPORT_TILES
@@ -145,7 +146,7 @@ def test_tiles_come_from_the_shared_cache_when_a_server_runs(
     assert "0 rendered, 12 from the shared cache" in capsys.readouterr().err
     _, metadata, archived = pmtiles_contents(out)
     assert metadata["infinitygan"]["world"] == {"id": world_id, "model_hash": metadata["version"].split(".")[0],
-                                                "seed": 4242, "psi": 0.7}  # fmt: skip
+                                                "seed": 4242, "psi": 0.7, "psi_local": DEFAULT_PSI_LOCAL}  # fmt: skip
     assert {world_tile(metadata["infinitygan"]["addressing"], *zxy): png for zxy, png in archived.items()} == served
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from infinitygan.anchor import Anchor, Rect
 from infinitygan.invert import estimate_horizon, place_photo
+from infinitygan.world import DEFAULT_PSI_LOCAL
 from tests.service.conftest import LiveServer
 from tests.service.outpaint_helpers import (
     PHOTO,
@@ -192,3 +193,16 @@ def test_job_ids_change_with_the_inversion_algorithm_and_its_configuration(monke
     changed = {**jobs.QUALITY, "fast": dataclasses.replace(jobs.QUALITY["fast"], noise_ramp_px=16)}
     monkeypatch.setattr(jobs, "QUALITY", changed)
     assert jobs.job_id_for(b"photo", request, "0123456789abcdef") != before
+
+
+def test_a_job_stored_before_psi_local_reads_back_untruncated_with_its_id() -> None:
+    from tiles import jobs
+
+    request = jobs.JobRequest(seed=1, psi=0.8, quality="fast", steps=40, psi_local=1.0)
+    fields = request.fields()
+    del fields["psi_local"]  # as a job was stored before psi_local existed
+    assert jobs.JobRequest.from_fields(fields) == request
+    calm = jobs.JobRequest(seed=1, psi=0.8, quality="fast", steps=40)
+    assert calm.psi_local == DEFAULT_PSI_LOCAL and jobs.JobRequest.from_fields(calm.fields()) == calm
+    untruncated_id = jobs.job_id_for(b"photo", request, "0123456789abcdef")
+    assert jobs.job_id_for(b"photo", calm, "0123456789abcdef") != untruncated_id

@@ -12,9 +12,10 @@ from PIL import Image
 
 from app.cli import main as cli_main
 from infinitygan.generator import Generator
-from infinitygan.world import DEFAULT_PSI, WorldSpec, render_region
+from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, WorldSpec, render_region
 from tests.model_fixtures import served_world
 from tests.service.conftest import LiveServer, metric, renders
+from tiles.worlds import WorldRecord, world_id
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -136,6 +137,33 @@ def test_world_with_default_psi_serves_what_the_cli_renders(client: httpx.Client
     expected = np.asarray(Image.open(out).convert("RGB"))
     served = pixels(client.get(f"/worlds/{world['id']}/tiles/5/1/-1.png"))
     np.testing.assert_array_equal(served, expected)
+
+
+def test_psi_local_truncates_the_local_randomness_and_an_untruncated_world_keeps_its_old_id(
+    client: httpx.Client, tiny_generator: Generator
+) -> None:
+    calm = client.post("/worlds", json={"seed": 31}).json()
+    assert calm["psi_local"] == DEFAULT_PSI_LOCAL  # the served default
+    full = client.post("/worlds", json={"seed": 31, "psi_local": 1.0}).json()
+    assert full["psi_local"] == 1.0 and full["id"] != calm["id"]
+    # Untruncated is what every world was before psi_local existed: the same id as then, so old URLs stay valid.
+    assert full["id"] == world_id(full["model_hash"], 31, DEFAULT_PSI)
+    served = {}
+    for world in (calm, full):
+        served[world["psi_local"]] = pixels(client.get(f"/worlds/{world['id']}/tiles/5/0/0.png"))
+        spec = WorldSpec(seed=31, psi_local=world["psi_local"])
+        np.testing.assert_array_equal(
+            served[world["psi_local"]], render_region(served_world(tiny_generator, spec), 0, 0, 256, 256)
+        )
+    assert np.abs(served[1.0].astype(int) - served[DEFAULT_PSI_LOCAL]).mean() > 1  # it changes the picture
+
+
+def test_a_world_record_stored_before_psi_local_loads_untruncated() -> None:
+    record = WorldRecord.create("m" * 16, 12, 0.7, psi_local=1.0)
+    stored_then = record.to_json().replace(', "psi_local": 1.0', "")
+    assert "psi_local" not in stored_then
+    loaded = WorldRecord.from_json(stored_then)
+    assert loaded == record and loaded.spec.psi_local == 1.0
 
 
 def test_native_tiles_stitch_into_render_region(client: httpx.Client, tiny_generator: Generator) -> None:
