@@ -283,7 +283,9 @@ def invert_photo(
             image = world.forward_window(wy.start, wx.start, wy.cells, wx.cells, anchor_only=True)
             fitted = image[..., top : top + footprint.height, left : left + footprint.width]
             loss = _data_loss(fitted, target, mask, config)
-            loss = loss + config.latent_prior_weight * ((latent.pow(2).mean() - 1.0).pow(2) + latent.mean().pow(2))
+            # The prior is the world's own z_l distribution: N(0, psi_local^2) (the world truncates its z_l).
+            second_moment = latent.pow(2).mean() - spec.psi_local**2
+            loss = loss + config.latent_prior_weight * (second_moment.pow(2) + latent.mean().pow(2))
             loss = loss + config.style_prior_weight * sum(
                 (s - b).pow(2).mean() for s, b in zip(styles, base_styles, strict=True)
             )
