@@ -342,17 +342,25 @@ def patch_swd(generator: Generator, reals: RealSet, cells: int, split: str = "tr
     options = reals.options
     n = options.patches
     images, top_px = reals.patches(split, generator.geometry.texture_size(cells))
-    fakes = fake_patches(
+    fakes = _fake_patches_for(generator, top_px[:n], cells, options)
+    fake_swd, floor_swd = _swd_against(fakes, images, n, options)
+    return fake_swd["mean"], floor_swd["mean"]
+
+
+def _fake_patches_for(
+    generator: Generator, top_px: torch.Tensor, cells: int, options: EvalOptions, size: int | None = None
+) -> torch.Tensor:
+    """fake_patches at the options' truncation, seed and batch."""
+    return fake_patches(
         generator,
-        top_px[:n],
+        top_px,
         cells,
         psi=options.psi,
         seed=options.seed,
         batch=options.batch,
+        size=size,
         psi_local=options.psi_local,
     )
-    fake_swd, floor_swd = _swd_against(fakes, images, n, options)
-    return fake_swd["mean"], floor_swd["mean"]
 
 
 def evaluate(
@@ -381,16 +389,7 @@ def evaluate(
         if split == "eval" and not has_split(Path(data_dir), "eval"):
             continue
         images, top_px = reals.patches(split, patch_px)
-        fakes = fake_patches(
-            generator,
-            top_px[:n],
-            cells,
-            psi=options.psi,
-            seed=options.seed,
-            batch=options.batch,
-            size=patch_px,
-            psi_local=options.psi_local,
-        )
+        fakes = _fake_patches_for(generator, top_px[:n], cells, options, size=patch_px)
         fake_swd, floor_swd = _swd_against(fakes, images, n, options)
         result[prefix] = round(fake_swd["mean"], 3)
         result[f"{prefix}_levels"] = fake_swd["levels"]

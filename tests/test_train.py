@@ -278,6 +278,24 @@ def test_eval_cli_prints_one_json_object(landscape_dir, tmp_path, capsys):
     assert (tmp_path / "eval" / "large_render.png").is_file()
 
 
+def test_eval_cli_scores_at_the_truncation_asked_for(landscape_dir, tmp_path, capsys):
+    from infinitygan.checkpoint import save_generator
+    from infinitygan.cli import main
+
+    checkpoint = save_generator(build_generator("tiny"), tmp_path / "tiny.safetensors", {"scene_height": 128})
+    argv = ["eval", str(checkpoint), "--data", str(landscape_dir), "--json", "--patches", "16", "--seeds", "2"]
+    argv += ["--scaleinv-images", "2"]
+    results = {}
+    for psi_local in ("1", "0.3"):
+        assert main([*argv, "--psi", "0.8", "--psi-local", psi_local]) == 0
+        results[psi_local] = json.loads(capsys.readouterr().out)
+    assert (results["0.3"]["psi"], results["0.3"]["psi_local"]) == (0.8, 0.3)
+    assert results["1"]["psi_local"] == 1.0 and results["1"]["swd"] != results["0.3"]["swd"]
+    assert results["1"]["diversity"] != results["0.3"]["diversity"]  # the worlds are truncated too
+    assert main([*argv, "--psi-local", "2.5"]) == 2
+    assert "psi_local must be a number in [0, 2]" in capsys.readouterr().err
+
+
 def test_eval_cli_scores_every_model_on_patches_of_one_size(landscape_dir, tmp_path, capsys):
     from infinitygan.checkpoint import save_generator
     from infinitygan.cli import main
@@ -397,10 +415,10 @@ def test_sheet_cli_renders_each_world_around_the_horizon(tmp_path, capsys):
     checkpoint = save_generator(generator, tmp_path / "tiny.safetensors", {"scene_height": 128})
     out = tmp_path / "sheet.png"
     argv = ["sheet", str(checkpoint), "--out", str(out), "--seeds", "3", "--width", "64", "--height", "32"]
-    assert main([*argv, "--psi", "0.7", "--seed", "5"]) == 0
+    assert main([*argv, "--psi", "0.7", "--psi-local", "0.3", "--seed", "5"]) == 0
     sheet = np.asarray(Image.open(out))
     assert sheet.shape == (2 * (32 + 16 + 8) - 8, 2 * 64 + 8, 3)  # 2 columns, 2 rows, gaps and labels
-    third = render_region(World(generator.eval(), WorldSpec(seed=7, psi=0.7)), -32, -16, 64, 32)
+    third = render_region(World(generator.eval(), WorldSpec(seed=7, psi=0.7, psi_local=0.3)), -32, -16, 64, 32)
     assert np.array_equal(sheet[56 + 16 : 56 + 16 + 32, :64], third)  # seed 5 + 2, first column of row 2
     assert main([*argv[:-6], "--seeds", "0"]) == 2
     assert main(["sheet", str(checkpoint), "--out", str(tmp_path / "x.gif")]) == 1
