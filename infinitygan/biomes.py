@@ -22,6 +22,10 @@ STREAM_BIOME_STYLE = 21  # z_g of region k (column k)
 MIN_REGION_PX = 256
 MAX_REGION_PX = 1 << 30
 MAX_STYLES = 64
+# What the service gives a world that does not say (POST /worlds without "biomes", the default world): a new look
+# every 1.5 screens or so at the native zoom, blended over a quarter of each region (MODEL_CARD.md, "Biomes").
+SERVED_REGION_PX = 2048
+SERVED_TRANSITION_PX = 512
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,8 @@ class Biomes:
     region_px / 2, so two bands never overlap); styles: up to MAX_STYLES explicit looks cycled over the regions, or
     () for looks hashed from the world's seed. Raises ValueError for values outside those ranges."""
 
-    region_px: int = 4096
-    transition_px: int = 512
+    region_px: int = SERVED_REGION_PX
+    transition_px: int = SERVED_TRANSITION_PX
     styles: tuple[BiomeStyle, ...] = ()
 
     def __post_init__(self) -> None:

@@ -160,7 +160,9 @@ class StyleAffine(nn.Module):
     """A(w): the per-channel style of a modulated conv, bias initialised to 1.
 
     Accepts a style vector (B, D) or a per-location style map (B, D, H, W) (spatial style fusion); returns
-    (B, C, 1, 1) or (B, C, H, W) so it broadcasts against the features either way.
+    (B, C, 1, 1) or (B, C, H, W) so it broadcasts against the features either way. A map expanded down its columns
+    (stride 0 along H: biomes vary along x only) is mapped once per column and expanded the same way, H times fewer
+    multiply-adds for the same values.
     """
 
     def __init__(self, style_dim: int, channels: int) -> None:
@@ -170,6 +172,8 @@ class StyleAffine(nn.Module):
     def forward(self, style: torch.Tensor) -> torch.Tensor:
         if style.dim() == 2:
             return self.linear(style)[:, :, None, None]
+        if style.shape[2] > 1 and style.stride(2) == 0:
+            return self.forward(style[:, :, :1]).expand(-1, -1, style.shape[2], -1)
         return self.linear(style.movedim(1, -1)).movedim(-1, 1)
 
 

@@ -275,6 +275,11 @@ class World:
         cells = CHUNK_PX // self.geometry.cell_px
         return wy.start + chunk_y * cells, wx.start + chunk_x * cells, wy.cells, wx.cells
 
+    def chunk_styles_are_vectors(self, chunk_y: int, chunk_x: int) -> bool:
+        """Whether the chunk's styles are one vector per layer, so a session can render it, rather than per-location
+        maps (near a biome boundary or a pinned photo), which render eagerly."""
+        return _plain(*self.window_styles(*self.chunk_window(chunk_y, chunk_x)))
+
     def graph_arguments(self, row0: int, col0: int, rows: int, cols: int) -> tuple[torch.Tensor, ...] | None:
         """A window's inputs as plain tensors, in infinitygan.runtime.ChunkGraph's order (z_l, coordinates, G_S style,
         W+ (1, num_styles, w_dim), noise images), or None where its styles are per-location maps."""

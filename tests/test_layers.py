@@ -222,3 +222,17 @@ def test_linear_skip_is_the_inverse_haar_nearest_step_then_the_binomial_blur_and
         assert torch.equal(skip(rgb), two)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_style_map_constant_down_its_columns_is_mapped_once_per_column_to_the_same_values():
+    """Biome worlds pass style maps expanded along H (they vary along x only): StyleAffine maps one row and expands
+    it, and must give exactly what mapping every location gives."""
+    from infinitygan.layers import StyleAffine
+
+    torch.manual_seed(0)
+    affine = StyleAffine(16, 8)
+    row = torch.randn(2, 16, 1, 37)
+    expanded = row.expand(-1, -1, 23, -1)
+    fast = affine(expanded)
+    assert fast.shape == (2, 8, 23, 37) and fast.stride(2) == 0  # still one row, expanded
+    assert torch.equal(fast, affine(expanded.contiguous()))  # the per-location path, on the same values
