@@ -101,9 +101,7 @@ def check_target(out: Path, fmt: str) -> None:
 
 
 async def _world(settings: Settings, world_id: str, model_hash: str, link: RedisLink | None) -> WorldRecord:
-    default = WorldRecord.create(
-        model_hash, settings.default_seed, settings.default_psi, psi_local=settings.default_psi_local
-    )
+    default = settings.default_world(model_hash)
     if world_id in ("default", default.id):
         return default
     if not WORLD_ID_PATTERN.fullmatch(world_id):

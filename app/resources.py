@@ -24,7 +24,7 @@ from tiles.redis_link import RedisLink, connect
 from tiles.renderer import TileRenderer
 from tiles.scheduler import RenderScheduler, intra_op_threads
 from tiles.service import TileService
-from tiles.worlds import WorldRecord, WorldRegistry
+from tiles.worlds import WorldRegistry
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         metrics = TileMetrics()
         cache = TileCache(link)
         grid = TileGrid(settings.native_zoom, settings.zoom_out_levels, settings.zoom_in_levels)
-        default_world = WorldRecord.create(
-            renderer.model_hash, settings.default_seed, settings.default_psi, psi_local=settings.default_psi_local
-        )
+        default_world = settings.default_world(renderer.model_hash)
         jobs = job_queue(link, renderer.model_hash, settings)
         worker = None
         if settings.outpaint_worker:

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Json, StrictInt, model_validator
 
-from infinitygan.biomes import MAX_REGION_PX, MAX_STYLES, MIN_REGION_PX, Biomes, BiomeStyle
+from infinitygan.biomes import (
+    MAX_REGION_PX,
+    MAX_STYLES,
+    MIN_REGION_PX,
+    SERVED_REGION_PX,
+    SERVED_TRANSITION_PX,
+    Biomes,
+    BiomeStyle,
+)
 from infinitygan.blend import MAX_SMOOTH, MAX_SWAP_LEVEL
 from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, SEED_LIMIT
 
@@ -32,9 +40,14 @@ class BiomesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     region_px: StrictInt = Field(
-        4096, ge=MIN_REGION_PX, le=MAX_REGION_PX, description="mean region width, world pixels at the native zoom"
+        SERVED_REGION_PX,
+        ge=MIN_REGION_PX,
+        le=MAX_REGION_PX,
+        description="mean region width, world pixels at the native zoom",
     )
-    transition_px: StrictInt = Field(512, ge=1, description="width of the blend band at each boundary (<= region/2)")
+    transition_px: StrictInt = Field(
+        SERVED_TRANSITION_PX, ge=1, description="width of the blend band at each boundary (<= region/2)"
+    )
     styles: list[BiomeStyleBody] = Field(
         default_factory=list,
         max_length=MAX_STYLES,
@@ -74,7 +87,11 @@ class WorldCreate(BaseModel):
     psi_local: float = Field(
         DEFAULT_PSI_LOCAL, ge=0.0, le=2.0, allow_inf_nan=False, strict=True, description=PSI_LOCAL_DESCRIPTION
     )
-    biomes: BiomesBody | None = Field(None, description="regions along x with their own looks; omitted: one look")
+    biomes: BiomesBody | None = Field(
+        default_factory=BiomesBody,
+        description=f"regions along x with their own looks; omitted: the served {SERVED_REGION_PX} px regions blended "
+        f"over {SERVED_TRANSITION_PX} px; null: one look everywhere",
+    )
     blend: BlendBody | None = Field(None, description="layer swapping with a partner model; omitted: the model alone")
 
 

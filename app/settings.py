@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infinitygan.biomes import Biomes
 from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL
+from tiles.worlds import WorldRecord
 
 
 class Settings(BaseSettings):
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
     default_psi_local: float = Field(
         DEFAULT_PSI_LOCAL, ge=0.0, le=2.0, description="the default world's truncation of the local latents z_l"
     )
+    default_biomes: bool = Field(
+        True,
+        description="the default world has the served biomes (regions along x with their own looks, as POST /worlds "
+        "without `biomes`); false: one look everywhere",
+    )
     memory_cache_mb: float = Field(
         128, ge=0, description="in-process tier of hot tiles in front of Redis, in MiB (0 = off); per process"
     )
@@ -116,3 +123,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="a job whose worker stopped renewing its lease this long is run again"
     )
     outpaint_max_attempts: int = Field(3, ge=1, description="runs of one job before it is failed")
+
+    def default_world(self, model_hash: str) -> WorldRecord:
+        """The world behind /tiles/...: default_seed, default_psi, default_psi_local and default_biomes."""
+        biomes = Biomes() if self.default_biomes else None
+        return WorldRecord.create(
+            model_hash, self.default_seed, self.default_psi, psi_local=self.default_psi_local, biomes=biomes
+        )

@@ -140,6 +140,25 @@ def _add_psi_local(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_biome_arguments(p: argparse.ArgumentParser) -> None:
+    from infinitygan.biomes import SERVED_REGION_PX, SERVED_TRANSITION_PX
+
+    p.add_argument(
+        "--biomes",
+        default=None,
+        metavar="REGION_PX[:TRANSITION_PX]",
+        help="regions along x about REGION_PX wide, each with its own look, blended over TRANSITION_PX "
+        f"(default REGION_PX / 8); as POST /worlds' biomes (the service's default: {SERVED_REGION_PX}:"
+        f"{SERVED_TRANSITION_PX})",
+    )
+    p.add_argument(
+        "--biome-style",
+        action="append",
+        metavar="SEED[:PSI]",
+        help="a biome's look (repeat; cycled over the regions); default: hashed from the world seed per region",
+    )
+
+
 def _add_render(sub: argparse._SubParsersAction) -> None:
     from infinitygan.world import DEFAULT_PSI
 
@@ -149,19 +168,7 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation psi (default {DEFAULT_PSI})")
     _add_psi_local(p)
     p.add_argument("--mix-seed", type=_int, default=None, help="optional style-mixing seed (fine layers)")
-    p.add_argument(
-        "--biomes",
-        default=None,
-        metavar="REGION_PX[:TRANSITION_PX]",
-        help="regions along x about REGION_PX wide, each with its own look, blended over TRANSITION_PX "
-        "(default REGION_PX / 8); as POST /worlds' biomes",
-    )
-    p.add_argument(
-        "--biome-style",
-        action="append",
-        metavar="SEED[:PSI]",
-        help="a biome's look (repeat; cycled over the regions); default: hashed from --seed per region",
-    )
+    _add_biome_arguments(p)
     p.add_argument(
         "--blend-partner",
         default=None,
@@ -673,6 +680,7 @@ def _cmd_sheet(args: argparse.Namespace) -> None:
 
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise CLIError(f"--out must end in .png, .jpg or .jpeg, got {args.out}")
+    biomes = _biomes(args)
     model = load_generator(args.checkpoint)
     size = dict(
         seeds=args.seeds, width=args.width, height=args.height, psi=args.psi, psi_local=args.psi_local, seed=args.seed
@@ -680,11 +688,13 @@ def _cmd_sheet(args: argparse.Namespace) -> None:
     if args.blend_partner is None:
         if args.swap_levels is not None:
             raise CLIError("--swap-levels needs --blend-partner")
-        sheet = horizon_sheet(model.generator, **size)
+        sheet = horizon_sheet(model.generator, biomes=biomes, **size)
     else:
         from infinitygan.blend import swap_levels
         from infinitygan.evaluate import swap_sheet
 
+        if biomes is not None:
+            raise CLIError("--biomes draws one world per panel; a swap sheet compares plain worlds")
         partner = load_generator(args.blend_partner)  # another architecture: ValueError from blend_generators
         levels = args.swap_levels or [-1.0, *range(swap_levels(model.generator))]
         sheet = swap_sheet(model.generator, partner.generator, levels, **size)
@@ -707,6 +717,7 @@ def _add_sheet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=_int, default=512, help="pixels per world")
     p.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation (default: the served {DEFAULT_PSI})")
     _add_psi_local(p)
+    _add_biome_arguments(p)
     p.add_argument("--blend-partner", default=None, help="a fine-tune: one row per swap level, one column per seed")
     p.add_argument(
         "--swap-levels", type=_levels, default=None, help="comma-separated, e.g. -1,0,1,2 (default: -1 and every level)"

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from infinitygan.anchor import Anchor
+from infinitygan.biomes import Biomes
 from infinitygan.checkpoint import LoadedGenerator
 from infinitygan.generator import Generator, WindowInputs
 from infinitygan.losses import structure_gain
@@ -546,14 +547,17 @@ def horizon_sheet(
     height: int = 512,
     psi: float = DEFAULT_PSI,
     psi_local: float = DEFAULT_PSI_LOCAL,
+    biomes: Biomes | None = None,
     seed: int = 0,
     columns: int = 2,
 ) -> Image.Image:
     """A contact sheet for judging a model by eye: world seeds seed..seed+seeds-1, each a width x height region
-    centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi and psi_local,
-    `columns` per row, the seed written above each. Raises ValueError for a non-positive size or count."""
-    panels = [(f"seed {seed + i}, psi {psi:g}, psi_local {psi_local:g}", generator, seed + i) for i in range(seeds)]
-    return _sheet(panels, width=width, height=height, psi=psi, psi_local=psi_local, columns=columns)
+    centred on the horizon (world rows -height/2 .. height/2, columns -width/2 .. width/2) at psi and psi_local, with
+    `biomes` if given, `columns` per row, the seed written above each. Raises ValueError for a non-positive size or
+    count."""
+    label = f"psi {psi:g}, psi_local {psi_local:g}" + (f", biomes {biomes.region_px}" if biomes is not None else "")
+    panels = [(f"seed {seed + i}, {label}", generator, seed + i) for i in range(seeds)]
+    return _sheet(panels, width=width, height=height, psi=psi, psi_local=psi_local, columns=columns, biomes=biomes)
 
 
 def swap_sheet(
@@ -581,7 +585,14 @@ def swap_sheet(
 
 
 def _sheet(
-    panels: list[tuple[str, Generator, int]], *, width: int, height: int, psi: float, psi_local: float, columns: int
+    panels: list[tuple[str, Generator, int]],
+    *,
+    width: int,
+    height: int,
+    psi: float,
+    psi_local: float,
+    columns: int,
+    biomes: Biomes | None = None,
 ):
     from PIL import ImageDraw
 
@@ -594,7 +605,7 @@ def _sheet(
     for i, (text, generator, world_seed) in enumerate(panels):
         left, top = (i % columns) * (width + gap), (i // columns) * (height + label + gap)
         draw.text((left + 2, top + 2), text, fill=(0, 0, 0))
-        world = World(generator.eval(), WorldSpec(seed=world_seed, psi=psi, psi_local=psi_local))
+        world = World(generator.eval(), WorldSpec(seed=world_seed, psi=psi, psi_local=psi_local, biomes=biomes))
         pixels = render_region(world, -width // 2, -height // 2, width, height)
         sheet.paste(Image.fromarray(pixels), (left, top + label))
     return sheet

@@ -408,6 +408,7 @@ def test_eval_reports_both_splits_with_their_floors(landscape_dir, tmp_path):
 
 def test_sheet_cli_renders_each_world_around_the_horizon(tmp_path, capsys):
     from infinitygan import save_generator
+    from infinitygan.biomes import Biomes
     from infinitygan.cli import main
     from infinitygan.world import render_region
 
@@ -420,6 +421,9 @@ def test_sheet_cli_renders_each_world_around_the_horizon(tmp_path, capsys):
     assert sheet.shape == (2 * (32 + 16 + 8) - 8, 2 * 64 + 8, 3)  # 2 columns, 2 rows, gaps and labels
     third = render_region(World(generator.eval(), WorldSpec(seed=7, psi=0.7, psi_local=0.3)), -32, -16, 64, 32)
     assert np.array_equal(sheet[56 + 16 : 56 + 16 + 32, :64], third)  # seed 5 + 2, first column of row 2
+    assert main([*argv, "--biomes", "256:128"]) == 0  # the service's worlds have biomes: the sheet can show them
+    first = render_region(World(generator.eval(), WorldSpec(seed=0, biomes=Biomes(256, 128))), -32, -16, 64, 32)
+    assert np.array_equal(np.asarray(Image.open(out))[16 : 16 + 32, :64], first)
     assert main([*argv[:-6], "--seeds", "0"]) == 2
     assert main(["sheet", str(checkpoint), "--out", str(tmp_path / "x.gif")]) == 1
     assert "must end in" in capsys.readouterr().err

@@ -81,12 +81,12 @@ document.getElementById("world-picker").addEventListener("submit", async (event)
   const psi = Number(document.getElementById("psi").value);
   const psiLocal = Number(document.getElementById("psi-local").value);
   if (!/^[0-9]+$/.test(seed)) { showError("seed must be a non-negative integer"); return; }
-  let biomes = "";
+  let biomes = ', "biomes": null'; // unticked: one look (omitted, the server gives a world its served biomes)
   if (document.getElementById("biomes").checked) {
     const region = Math.round(Number(document.getElementById("region").value));
-    // Biomes: regions about `region` px wide, blended over an eighth of that (the world id, and so the permalink,
-    // covers them).
-    biomes = `, "biomes": {"region_px": ${region}, "transition_px": ${Math.max(1, Math.floor(region / 8))}}`;
+    // Biomes: regions about `region` px wide, blended over a quarter of that, as the served default (the world id,
+    // and so the permalink, covers them).
+    biomes = `, "biomes": {"region_px": ${region}, "transition_px": ${Math.max(1, Math.floor(region / 4))}}`;
   }
   let blend = "";
   const partner = document.getElementById("blend-partner").value;

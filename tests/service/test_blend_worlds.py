@@ -32,13 +32,13 @@ def test_a_blended_world_renders_the_blend_and_unknown_partners_are_refused(
 
     settings = service_settings(redis_url, tiny_model, partner_models=tmp_path / "domains", outpaint_worker=False)
     with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
-        body = {"seed": 12, "psi": 0.7, "blend": {"partner": "dusk", "swap_level": 1.5, "smooth": 0.5}}
+        body = {"seed": 12, "psi": 0.7, "biomes": None, "blend": {"partner": "dusk", "swap_level": 1.5, "smooth": 0.5}}
         created = client.post("/worlds", json=body)
         assert created.status_code == 201, created.text
         world = created.json()
         assert world["blend"]["partner"] == "dusk" and world["blend"]["swap_level"] == 1.5
         assert client.post("/worlds", json=body).json()["id"] == world["id"]
-        assert client.post("/worlds", json={"seed": 12, "psi": 0.7}).json()["id"] != world["id"]
+        assert client.post("/worlds", json={"seed": 12, "psi": 0.7, "biomes": None}).json()["id"] != world["id"]
         assert client.get(f"/worlds/{world['id']}").json() == world
 
         tile = client.get(f"/worlds/{world['id']}/tiles/5/0/-1.png")

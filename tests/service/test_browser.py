@@ -77,12 +77,16 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
         assert_not_blank(screenshot)
 
         old_world = browser.evaluate("tilejson.world.id")
+        # The default world has the served biomes, and the picker shows them ticked.
+        assert browser.evaluate("tilejson.world.biomes") == {"region_px": 2048, "transition_px": 512, "styles": []}
+        assert browser.evaluate("document.getElementById('biomes').checked") is True
         browser.evaluate("document.getElementById('seed').value = '4242'; document.getElementById('psi').value = '0.7';"
+                         " document.getElementById('biomes').checked = false;"
                          " document.getElementById('world-picker').requestSubmit(); true")  # fmt: skip
         browser.wait_for(f"tilejson && tilejson.world.id !== '{old_world}'")
         wait_until_tiles_settle(browser, zoomed + 12)
         new_world = browser.evaluate("tilejson.world")
-        assert (new_world["seed"], new_world["psi"]) == (4242, 0.7)
+        assert (new_world["seed"], new_world["psi"], new_world["biomes"]) == (4242, 0.7, None)  # unticked: one look
         assert f"world={new_world['id']}" in browser.evaluate("location.hash")
         assert browser.evaluate("document.getElementById('error').textContent") == ""
         (ARTIFACTS / "demo-other-world.png").write_bytes(browser.screenshot())
@@ -93,7 +97,7 @@ def test_demo_page_loads_pans_zooms_and_switches_worlds(live_server: LiveServer,
                          "'1024'; document.getElementById('world-picker').requestSubmit(); true")  # fmt: skip
         browser.wait_for(f"tilejson && tilejson.world.id !== '{plain_world}'")
         biome_world = browser.evaluate("tilejson.world")
-        assert biome_world["biomes"] == {"region_px": 1024, "transition_px": 128, "styles": []}
+        assert biome_world["biomes"] == {"region_px": 1024, "transition_px": 256, "styles": []}
         assert f"world={biome_world['id']}" in browser.evaluate("location.hash")
         assert browser.evaluate("document.getElementById('error').textContent") == ""
         wait_until_tiles_settle(browser, browser.evaluate(LOADED) + 4)

@@ -137,7 +137,7 @@ def test_tiles_come_from_the_shared_cache_when_a_server_runs(
     """A created world (known only to the server's Redis), its tiles already served: the export renders nothing, and
     its archive holds the very bytes the server cached."""
     monkeypatch.setenv("REDIS_URL", redis_url)
-    world_id = client.post("/worlds", json={"seed": 4242, "psi": 0.7}).json()["id"]
+    world_id = client.post("/worlds", json={"seed": 4242, "psi": 0.7, "biomes": None}).json()["id"]
     served = {}
     for z, x, y in sorted(EXPECTED):
         served[(z, x, y)] = client.get(f"/worlds/{world_id}/tiles/{z}/{x}/{y}.png").content
@@ -208,9 +208,8 @@ def test_an_interrupted_export_resumes_without_rendering_finished_tiles(
             export_area(settings, "default", (0, 0, 1024, 512), (2, 5), out, "pmtiles", on_tile=stop_after_five)
         )
     assert not out.exists() and sidecar_path(out).exists()
-    from tiles.worlds import WorldRecord
 
-    world = WorldRecord.create(tiny_loaded.model_hash, settings.default_seed, settings.default_psi)
+    world = settings.default_world(tiny_loaded.model_hash)
     from infinitygan import FORWARD_VERSION
     from infinitygan.runtime import runtime_id
 

@@ -82,7 +82,7 @@ def test_outpainted_world_shows_the_photo_and_meets_the_base_world(
     assert math.isfinite(result["reconstruction_psnr"]) and result["reconstruction_psnr"] > 5.0
 
     # Across the footprint's border: no seam beyond what the model shows anywhere on its own world.
-    base_id = client.post("/worlds", json={"seed": 7, "psi": 0.8}).json()["id"]
+    base_id = client.post("/worlds", json={"seed": 7, "psi": 0.8, "biomes": None}).json()["id"]  # as the photo world
     base = stitch_tiles(client, base_id, area)
     inner = Rect(SEAM_MARGIN_PX, SEAM_MARGIN_PX, fp.width, fp.height)
     anchored_seam, base_seam = border_seam_score(anchored, inner), border_seam_score(base, inner)
@@ -141,7 +141,7 @@ def test_by_default_the_horizon_is_estimated_transparency_is_filled_and_the_look
     assert 15 < served[sky].mean() < 240 and served[sky].std() > 2  # ... with no black, white or flat slab
 
     # The photo's look governs the whole world: far away the tiles are not the base world's.
-    base_id = client.post("/worlds", json={"seed": 9, "psi": 0.8}).json()["id"]
+    base_id = client.post("/worlds", json={"seed": 9, "psi": 0.8, "biomes": None}).json()["id"]
     far = (f"/worlds/{result['world_id']}/tiles/5/40/0.png", f"/worlds/{base_id}/tiles/5/40/0.png")
     assert client.get(far[0]).content != client.get(far[1]).content
 

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from app.cli import main as cli_main
+from infinitygan.biomes import SERVED_REGION_PX, SERVED_TRANSITION_PX
 from infinitygan.generator import Generator
 from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, WorldSpec, render_region
 from tests.model_fixtures import served_world
@@ -27,7 +28,8 @@ def pixels(response: httpx.Response) -> np.ndarray:
 
 
 def new_world(client: httpx.Client, seed: int, psi: float | None = None) -> str:
-    body = {"seed": seed} if psi is None else {"seed": seed, "psi": psi}
+    """A world of one look (no biomes) of seed (and psi)."""
+    body = {"seed": seed, "biomes": None} if psi is None else {"seed": seed, "psi": psi, "biomes": None}
     response = client.post("/worlds", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -127,12 +129,14 @@ def test_twenty_concurrent_requests_for_one_cold_tile_render_it_once(client: htt
     assert renders(client) - before == 1
 
 
-def test_world_with_default_psi_serves_what_the_cli_renders(client: httpx.Client, tiny_model: Path, tmp_path) -> None:
+def test_world_with_the_defaults_serves_what_the_cli_renders(client: httpx.Client, tiny_model: Path, tmp_path) -> None:
     seed = 2024
     world = client.post("/worlds", json={"seed": seed}).json()
-    assert world["psi"] == DEFAULT_PSI
+    assert (world["psi"], world["psi_local"]) == (DEFAULT_PSI, DEFAULT_PSI_LOCAL)
+    assert world["biomes"] == {"region_px": SERVED_REGION_PX, "transition_px": SERVED_TRANSITION_PX, "styles": []}
     out = tmp_path / "cli.png"
     argv = ["render", "--checkpoint", str(tiny_model), "--seed", str(seed), "--quiet", "--out", str(out)]
+    argv += ["--biomes", f"{SERVED_REGION_PX}:{SERVED_TRANSITION_PX}"]
     assert cli_main([*argv, "--x", "256", "--y", "-256", "--width", "256", "--height", "256"]) == 0
     expected = np.asarray(Image.open(out).convert("RGB"))
     served = pixels(client.get(f"/worlds/{world['id']}/tiles/5/1/-1.png"))
@@ -142,9 +146,9 @@ def test_world_with_default_psi_serves_what_the_cli_renders(client: httpx.Client
 def test_psi_local_truncates_the_local_randomness_and_an_untruncated_world_keeps_its_old_id(
     client: httpx.Client, tiny_generator: Generator
 ) -> None:
-    calm = client.post("/worlds", json={"seed": 31}).json()
+    calm = client.post("/worlds", json={"seed": 31, "biomes": None}).json()
     assert calm["psi_local"] == DEFAULT_PSI_LOCAL  # the served default
-    full = client.post("/worlds", json={"seed": 31, "psi_local": 1.0}).json()
+    full = client.post("/worlds", json={"seed": 31, "psi_local": 1.0, "biomes": None}).json()
     assert full["psi_local"] == 1.0 and full["id"] != calm["id"]
     # Untruncated is what every world was before psi_local existed: the same id as then, so old URLs stay valid.
     assert full["id"] == world_id(full["model_hash"], 31, DEFAULT_PSI)
