@@ -20,8 +20,8 @@ from infinitygan.world import DEFAULT_PSI, DEFAULT_PSI_LOCAL, SEED_LIMIT
 
 MAX_REACH_PX = 1 << 24  # a reach past this is the whole world in practice: omit it instead
 PSI_LOCAL_DESCRIPTION = (
-    "truncation of the local latents z_l (the per-location randomness of the layout), 0..2: 1 is untruncated, lower "
-    "trades variety for fewer rare local shapes"
+    "truncation of the local latents z_l (the per-location randomness of the layout), 0..2: 1 is the model "
+    "untruncated, lower is a calmer, flatter layout (fewer of the models' floating blobs)"
 )
 
 
