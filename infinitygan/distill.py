@@ -353,7 +353,9 @@ class Distiller:
             seed = int(torch.randint(0, 2**31, (), generator=rng))
             row0 = int(torch.randint(-2 * cells, cells + 1, (), generator=rng))
             col0 = int(torch.randint(-(2**20), 2**20, (), generator=rng))
-            teacher_windows.append(World(self.teacher, WorldSpec(seed=seed)).window_inputs(row0, col0, cells, cells))
+            # Untruncated z_l (psi_local 1): the student learns the teacher on the whole distribution, served or not.
+            world = World(self.teacher, WorldSpec(seed=seed, psi_local=1.0))
+            teacher_windows.append(world.window_inputs(row0, col0, cells, cells))
             noises.append(noise_images(self.student.geometry, seed, row0, col0, cells, cells))
         local = torch.cat([w.local_latents for w in teacher_windows])
         coords = torch.cat([w.coords for w in teacher_windows])

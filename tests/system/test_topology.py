@@ -26,7 +26,7 @@ from tests.system.topology import Topology
 from tiles.cache import TILE_TTL_S
 from tiles.geometry import TILE_SIZE
 from tiles.service import LOCK_TTL_MS
-from tiles.worlds import WORLD_KEY_PREFIX
+from tiles.worlds import WORLD_KEY_PREFIX, biomes_from
 
 NATIVE_ZOOM = 5  # Settings.native_zoom default
 PHOTO = Path(__file__).resolve().parents[1] / "fixtures" / "picosdeeuropa_341x256.jpg"
@@ -299,7 +299,10 @@ def assert_cached_tiles_are_complete_and_correct(
             assert image.size == (TILE_SIZE, TILE_SIZE)
             assert 0 < client.ttl(key) <= TILE_TTL_S
             tiles[(x, y)] = np.asarray(image.convert("RGB"))
-    reference = served_world(load_generator(model_path).generator, WorldSpec(seed=world["seed"], psi=world["psi"]))
+    spec = WorldSpec(
+        seed=world["seed"], psi=world["psi"], psi_local=world["psi_local"], biomes=biomes_from(world["biomes"])
+    )
+    reference = served_world(load_generator(model_path).generator, spec)
     for (x, y), pixels in random.Random(0).sample(sorted(tiles.items()), min(pixel_checks, len(tiles))):
         with torch.inference_mode():
             expected = reference.render_chunk(y, x)
