@@ -124,7 +124,7 @@ def _biomes(args: argparse.Namespace):
             seed, _, psi = text.partition(":")
             styles.append(BiomeStyle(int(seed, 0), float(psi) if psi else args.psi))
         region_px = int(region, 0)
-        return Biomes(region_px, int(transition, 0) if transition else max(1, region_px // 8), tuple(styles))
+        return Biomes(region_px, int(transition, 0) if transition else max(1, region_px // 4), tuple(styles))
     except ValueError as exc:
         raise CLIError(f"bad biomes: {exc}") from None
 
@@ -148,7 +148,7 @@ def _add_biome_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="REGION_PX[:TRANSITION_PX]",
         help="regions along x about REGION_PX wide, each with its own look, blended over TRANSITION_PX "
-        f"(default REGION_PX / 8); as POST /worlds' biomes (the service's default: {SERVED_REGION_PX}:"
+        f"(default REGION_PX / 4, as the service); as POST /worlds' biomes (the service's default: {SERVED_REGION_PX}:"
         f"{SERVED_TRANSITION_PX})",
     )
     p.add_argument(
