@@ -247,11 +247,10 @@ def fake_patches(
             generator, top_px[start : start + batch], cells, rng, device, mixing=0.0, pairs=None, jitter=False
         )
         styles = generator.texture_styles(fake.z_global, psi=psi)
-        inputs = fake.inputs
-        if psi_local != 1.0:
-            inputs = WindowInputs(
-                local_latents=inputs.local_latents * psi_local, coords=inputs.coords, noises=inputs.noises
-            )
+        inputs = fake.inputs  # z_l * 1.0 is z_l to the bit: no special case for the untruncated metrics
+        inputs = WindowInputs(
+            local_latents=inputs.local_latents * psi_local, coords=inputs.coords, noises=inputs.noises
+        )
         image = generator(inputs, fake.z_global * psi, styles).clamp(-1, 1).cpu()
         out.append(image if size is None else image[..., :size, :size])
     return torch.cat(out)
