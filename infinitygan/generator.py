@@ -26,6 +26,7 @@ from infinitygan.layers import (
     TransposedSkipUpsample,
     TransposedUpsampleConv,
     center_crop,
+    crop_map,
 )
 from infinitygan.wavelets import haar_iwt
 
@@ -70,7 +71,7 @@ class StructureSynthesizer(nn.Module):
         x = local_latents
         for block in self.blocks:
             c = center_crop(coords, *x.shape[-2:]).expand(x.shape[0], -1, -1, -1)
-            style = global_style if global_style.dim() == 2 else center_crop(global_style, *x.shape[-2:])
+            style = global_style if global_style.dim() == 2 else crop_map(global_style, *x.shape[-2:])
             x = block(torch.cat([x, c], dim=1), style)
         return x
 
@@ -183,8 +184,8 @@ class TextureSynthesizer(nn.Module):
 
 
 def _fit(style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A style map is given on the finest grid it will be used at; crop it to this layer's input."""
-    return style if style.dim() == 2 else center_crop(style, *x.shape[-2:])
+    """A style map is given on the finest grid it will be used at; crop it to this layer's input (crop_map)."""
+    return style if style.dim() == 2 else crop_map(style, *x.shape[-2:])
 
 
 class Generator(nn.Module):

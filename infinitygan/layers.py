@@ -64,6 +64,13 @@ def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]
 
 
+def crop_map(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """center_crop of a per-location map (a style map, a demodulation map) that may have size 1 along an axis: there
+    it broadcasts and is left as it is. A column map (B, D, 1, W), one value per column (biomes vary along x only),
+    thus serves every row of a layer at a row's cost. Raises ValueError like center_crop."""
+    return center_crop(x, height if x.shape[-2] > 1 else 1, width if x.shape[-1] > 1 else 1)
+
+
 class PixelNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
@@ -159,10 +166,9 @@ class MappingNetwork(nn.Module):
 class StyleAffine(nn.Module):
     """A(w): the per-channel style of a modulated conv, bias initialised to 1.
 
-    Accepts a style vector (B, D) or a per-location style map (B, D, H, W) (spatial style fusion); returns
-    (B, C, 1, 1) or (B, C, H, W) so it broadcasts against the features either way. A map expanded down its columns
-    (stride 0 along H: biomes vary along x only) is mapped once per column and expanded the same way, H times fewer
-    multiply-adds for the same values.
+    Accepts a style vector (B, D) or a per-location style map (B, D, H, W) (spatial style fusion; H or W may be 1,
+    e.g. a column map (B, D, 1, W): crop_map); returns (B, C, 1, 1) or (B, C, H, W) so it broadcasts against the
+    features either way.
     """
 
     def __init__(self, style_dim: int, channels: int) -> None:
@@ -172,8 +178,6 @@ class StyleAffine(nn.Module):
     def forward(self, style: torch.Tensor) -> torch.Tensor:
         if style.dim() == 2:
             return self.linear(style)[:, :, None, None]
-        if style.shape[2] > 1 and style.stride(2) == 0:
-            return self.forward(style[:, :, :1]).expand(-1, -1, style.shape[2], -1)
         return self.linear(style.movedim(1, -1)).movedim(-1, 1)
 
 
@@ -201,7 +205,7 @@ class ModulatedConv2d(nn.Module):
         if s.shape[-2:] == (1, 1):
             return torch.rsqrt(s.flatten(1).pow(2) @ energy.t() + DEMOD_EPS)[:, :, None, None]
         per_location = conv1x1(s.pow(2), energy)
-        return torch.rsqrt(center_crop(per_location, *out_hw) + DEMOD_EPS)
+        return torch.rsqrt(crop_map(per_location, *out_hw) + DEMOD_EPS)
 
     def folded_weight(self, style: torch.Tensor) -> torch.Tensor:
         """(B, O, I) per-sample weights of a 1x1 layer for a style vector (B, D), modulation and demodulation folded in
@@ -280,11 +284,11 @@ class TransposedUpsampleConv(ModulatedConv2d):
         out = F.conv_transpose2d(x * s, weight.transpose(0, 1), stride=2)[..., 1:-1, 1:-1]
         out = F.conv2d(out, self.blur_kernel, groups=out.shape[1])
         d = self.demodulation(s, weight, s.shape[-2:])
-        if d.shape[-2:] != (1, 1):
-            # Output pixel o sits on input location (o + 1) // 2: give it that location's demodulation (nearest),
-            # which keeps a style map crop-consistent.
-            h, w = out.shape[-2:]
-            d = d.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., 1 : 1 + h, 1 : 1 + w]
+        # Output pixel o sits on input location (o + 1) // 2: give it that location's demodulation (nearest), which
+        # keeps a style map crop-consistent; an axis of size 1 (a vector's, or a column map's rows) broadcasts.
+        for dim, size in ((-2, out.shape[-2]), (-1, out.shape[-1])):
+            if d.shape[dim] > 1:
+                d = d.repeat_interleave(2, dim=dim).narrow(dim, 1, size)
         return out * d
 
 

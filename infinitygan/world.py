@@ -214,12 +214,12 @@ class World:
 
     def _biome_styles(self, row0: int, col0: int, rows: int, cols: int):
         """Styles of a window in a biome world: the region's vectors when the whole window lies inside one region,
-        else per-location maps mixing the regions' styles column by column (spatial style fusion)."""
+        else column maps (1, D, 1, W) mixing the regions' styles column by column (spatial style fusion; a column
+        map broadcasts down its rows, layers.crop_map)."""
         geometry, m, biomes = self.geometry, self.geometry.structure_margin, self.spec.biomes
         lcol_px = np.array([geometry.cell_center_px(c) for c in range(col0 - m, col0 + cols + m)])
-        sizes_h, sizes_w = geometry.layer_sizes(rows), geometry.layer_sizes(cols)
+        sizes_w = geometry.layer_sizes(cols)
         col_grids = [lcol_px[m:-m]] + [self.layer_positions(i, col0, sizes_w[i]) for i in range(len(sizes_w))]
-        heights = [rows] + list(sizes_h)
         mixes = [biomes.mixing(self.spec.seed, lcol_px)] + [biomes.mixing(self.spec.seed, g) for g in col_grids]
         regions = {int(r) for left, right, _ in mixes for r in (*np.unique(left), *np.unique(right))}
         if len(regions) == 1:
@@ -228,17 +228,17 @@ class World:
 
         ordered = np.array(sorted(regions), dtype=np.int64)
 
-        def column_map(values, mix, height: int) -> torch.Tensor:
+        def column_map(values, mix) -> torch.Tensor:
             left, right, weight = mix
             table = torch.stack([values(int(r)) for r in ordered])  # (regions, D)
             a = table[torch.from_numpy(np.searchsorted(ordered, left))].t()  # (D, W)
             b = table[torch.from_numpy(np.searchsorted(ordered, right))].t()
             w = torch.from_numpy(weight.astype(np.float32))
-            return (a + w * (b - a))[None, :, None, :].expand(1, -1, height, -1)
+            return (a + w * (b - a))[None, :, None, :]
 
-        structure = column_map(lambda r: self.region_styles(r)[0], mixes[0], rows + 2 * m)
+        structure = column_map(lambda r: self.region_styles(r)[0], mixes[0])
         texture = [
-            column_map(lambda r, k=k: self.region_styles(r)[1][k], mixes[k + 1], heights[k])
+            column_map(lambda r, k=k: self.region_styles(r)[1][k], mixes[k + 1])
             for k in range(self.generator.num_styles)
         ]
         return structure, texture

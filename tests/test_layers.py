@@ -224,15 +224,30 @@ def test_linear_skip_is_the_inverse_haar_nearest_step_then_the_binomial_blur_and
         torch.set_num_threads(previous)
 
 
-def test_a_style_map_constant_down_its_columns_is_mapped_once_per_column_to_the_same_values():
-    """Biome worlds pass style maps expanded along H (they vary along x only): StyleAffine maps one row and expands
-    it, and must give exactly what mapping every location gives."""
-    from infinitygan.layers import StyleAffine
+def test_a_column_map_serves_every_row_with_the_bits_of_the_full_map():
+    """Biome worlds pass column maps (B, D, 1, W) (they vary along x only), which broadcast down the rows of every
+    modulated layer (layers.crop_map): what the map written out at every location gives, for each kind (to rounding:
+    the written-out map's affine is one matrix product over all locations, of another shape)."""
+    from infinitygan.layers import SeparableModulatedConv2d
 
     torch.manual_seed(0)
-    affine = StyleAffine(16, 8)
-    row = torch.randn(2, 16, 1, 37)
-    expanded = row.expand(-1, -1, 23, -1)
-    fast = affine(expanded)
-    assert fast.shape == (2, 8, 23, 37) and fast.stride(2) == 0  # still one row, expanded
-    assert torch.equal(fast, affine(expanded.contiguous()))  # the per-location path, on the same values
+    for conv in (
+        ModulatedConv2d(4, 5, 3, style_dim=6),
+        ModulatedConv2d(4, 5, 1, style_dim=6),
+        TransposedUpsampleConv(4, 5, style_dim=6),
+        HaarUpsampleConv(4, 5, 6),
+        SeparableModulatedConv2d(4, 5, 3, style_dim=6),
+    ):
+        x, column = torch.randn(2, 4, 11, 13), torch.randn(2, 6, 1, 13)
+        full = column.expand(-1, -1, 11, -1).contiguous()
+        torch.testing.assert_close(conv(x, column), conv(x, full), rtol=1e-5, atol=1e-5, msg=type(conv).__name__)
+
+
+def test_crop_map_crops_only_the_axes_a_map_has():
+    from infinitygan.layers import crop_map
+
+    m = torch.arange(2 * 1 * 9, dtype=torch.float32).view(1, 2, 1, 9)
+    assert torch.equal(crop_map(m, 5, 5), m[..., 2:7])  # rows broadcast, columns cropped
+    assert crop_map(torch.zeros(1, 2, 7, 9), 5, 5).shape == (1, 2, 5, 5)
+    with pytest.raises(ValueError, match="centre-crop"):
+        crop_map(m, 5, 6)  # an odd margin
